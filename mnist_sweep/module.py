@@ -1,0 +1,99 @@
+"""The LightningModule: the configured network, its loss, metrics and optimiser."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_sweep.config import ModelConfig, OptimConfig, SchedulerConfig
+from mnist_sweep.network import build_network, count_parameters
+from mnist_sweep.schedules import build_optimizer, build_scheduler
+
+
+class CNNClassifier(pl.LightningModule):
+    """Trains one network of the family; logs train/val/test loss and accuracy per epoch."""
+
+    def __init__(self, model: ModelConfig, optim: OptimConfig, scheduler: SchedulerConfig) -> None:
+        super().__init__()
+        self.model_cfg, self.optim_cfg, self.scheduler_cfg = model, optim, scheduler
+        self.net = build_network(model.head, model.separable, model.filters, model.dropout,
+                                 model.transition_channels)
+        self.num_parameters = count_parameters(self.net)
+        if model.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # A plain attribute, not a submodule: checkpoints hold the weights once, under `net`.
+        object.__setattr__(self, "_forward_fn", compile_or_eager(self.net) if model.compile
+                           else self.net)
+        self.train_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=10, average="micro")
+        # Best validation accuracy so far; a buffer so that it survives a resume.
+        self.register_buffer("best_val_acc", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model_cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._forward_fn(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], smoothing: float = 0.0):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+        return loss, logits, y
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, logits, y = self._step(batch, self.model_cfg.label_smoothing)
+        self.train_acc.update(logits, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.val_acc.update(logits, y)
+        self.log("val/loss", loss, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        acc = self.val_acc.compute()
+        self.best_val_acc = torch.maximum(self.best_val_acc, acc.to(self.best_val_acc))
+        self.log("val/acc_best", self.best_val_acc, on_epoch=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, logits, y = self._step(batch)
+        self.test_acc.update(logits, y)
+        self.log("test/loss", loss, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False,
+                 on_epoch=True)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.optim_cfg)
+        scheduler = build_scheduler(optimizer, self.scheduler_cfg, self.optim_cfg.lr,
+                                    int(self.trainer.estimated_stepping_batches),
+                                    self.trainer.max_epochs or 1)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def compile_or_eager(net: torch.nn.Module):
+    """torch.compile, falling back to eager execution where compilation fails here."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a failed compile runs the eager module
+    try:
+        return torch.compile(net)
+    except Exception as exc:  # e.g. a platform torch.compile does not support
+        warnings.warn(f"torch.compile is unavailable here ({type(exc).__name__}: {exc}); "
+                      f"training without it.", stacklevel=2)
+        return net

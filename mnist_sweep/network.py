@@ -1,0 +1,77 @@
+"""The CNN family of the seeds, assembled from three choices: head, separable, filters.
+
+Every block is conv (no bias) -> ReLU -> BatchNorm -> Dropout, as in the seeds. With
+head=flatten, separable=false, filters=16 the network is exactly the week-2 network of
+seed 004 (12,316 trainable parameters).
+
+    28 conv3 f -> 26 conv3 f -> 24 conv1 t + maxpool -> 12 conv3 t -> 10 conv3 f -> 8
+    conv3 f (separable: depthwise + pointwise) -> 6 conv3 f -> 4 -> head
+    head flatten: conv4 10 -> 1x1, BN, flatten
+    head gmp/gap: conv3 f -> 2x2, conv1 10, BN, global max/avg pool
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def conv_block(c_in: int, c_out: int, kernel: int, dropout: float) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, kernel, bias=False),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(c_out),
+        nn.Dropout(dropout),
+    ]
+
+
+def separable_block(c_in: int, c_out: int, dropout: float) -> list[nn.Module]:
+    """Depthwise 3x3 then pointwise 1x1, like Keras' SeparableConv2D (no bias)."""
+    return [
+        nn.Conv2d(c_in, c_in, 3, groups=c_in, bias=False),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm2d(c_out),
+        nn.Dropout(dropout),
+    ]
+
+
+def build_network(
+    head: str = "gmp",
+    separable: bool = False,
+    filters: int = 16,
+    dropout: float = 0.1,
+    transition_channels: int = 10,
+    num_classes: int = 10,
+) -> nn.Sequential:
+    """Return the network as one nn.Sequential mapping (N, 1, 28, 28) images to logits."""
+    f, t = filters, transition_channels
+    layers: list[nn.Module] = [
+        *conv_block(1, f, 3, dropout),  # 26
+        *conv_block(f, f, 3, dropout),  # 24
+        nn.Conv2d(f, t, 1, bias=False),  # transition: fewer channels, then halve
+        nn.MaxPool2d(2),  # 12
+        *conv_block(t, t, 3, dropout),  # 10
+        *conv_block(t, f, 3, dropout),  # 8
+        *(separable_block(f, f, dropout) if separable else conv_block(f, f, 3, dropout)),  # 6
+        *conv_block(f, f, 3, dropout),  # 4
+    ]
+    if head == "flatten":
+        layers += [nn.Conv2d(f, num_classes, 4, bias=False), nn.BatchNorm2d(num_classes),
+                   nn.Flatten()]
+    elif head in ("gmp", "gap"):
+        pool = nn.AdaptiveMaxPool2d(1) if head == "gmp" else nn.AdaptiveAvgPool2d(1)
+        layers += [
+            *conv_block(f, f, 3, dropout),  # 2
+            nn.Conv2d(f, num_classes, 1, bias=False),
+            nn.BatchNorm2d(num_classes),
+            pool,
+            nn.Flatten(),
+        ]
+    else:
+        raise ValueError(f"unknown head {head!r}: expected gmp | gap | flatten")
+    return nn.Sequential(*layers)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters (Keras' 'Trainable params')."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
