@@ -146,14 +146,14 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
                  dataset=datamodule.dataset_label, resumed_from=str(resume_from or ""),
                  error=None)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.test(model, datamodule=datamodule, verbose=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     final = {
-        "val/acc_best": float(model.best_val_acc), "test/acc": metrics.get("test/acc"),
-        "test/loss": metrics.get("test/loss"), "val/acc": metrics.get("val/acc"),
+        "val/acc_best": float(model.best_val_acc), "val/acc": fit_metrics.get("val/acc"),
+        "test/acc": test_metrics.get("test/acc"), "test/loss": test_metrics.get("test/loss"),
         "epochs": trainer.current_epoch, "params": model.num_parameters,
+        "epoch_seconds": fit_metrics.get("time/epoch_seconds"),
     }
     logger.finalize("success")
     return final
