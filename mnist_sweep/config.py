@@ -165,6 +165,8 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    separable: bool = False  # copied into model.separable by conf/config.yaml
+    filters: int = 16  # copied into model.filters
     seed: int = 1
     resume: bool = True
     optimized_metric: str = "val/acc_best"

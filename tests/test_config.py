@@ -1,0 +1,112 @@
+"""Config composition, the architecture family's parameter counts, and value validation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from mnist_sweep.config import ConfigError, validate
+from mnist_sweep.network import build_network, count_parameters
+from mnist_sweep.paths import config_dir
+from tests.conftest import run_cli
+
+# Trainable parameters of every head x separable x filters combination.
+EXPECTED_PARAMS = {
+    ("gmp", False, 16): 12252, ("gmp", False, 32): 41996,
+    ("gmp", True, 16): 10348, ("gmp", True, 32): 34092,
+    ("gap", False, 16): 12252, ("gap", False, 32): 41996,
+    ("gap", True, 16): 10348, ("gap", True, 32): 34092,
+    ("flatten", False, 16): 12316, ("flatten", False, 32): 37516,
+    ("flatten", True, 16): 10412, ("flatten", True, 32): 29612,
+}
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize(("head", "separable", "filters"),
+                         list(itertools.product(["gmp", "gap", "flatten"], [False, True],
+                                                [16, 32])))
+def test_every_combination_composes_and_builds(head: str, separable: bool, filters: int) -> None:
+    cfg = validate(compose_cfg([f"head={head}", f"separable={str(separable).lower()}",
+                                f"filters={filters}"]))
+    assert (cfg.model.head, cfg.model.separable, cfg.model.filters) == (head, separable, filters)
+    net = build_network(cfg.model.head, cfg.model.separable, cfg.model.filters)
+    params = count_parameters(net)
+    assert params == EXPECTED_PARAMS[(head, separable, filters)]
+    if filters == 16:
+        assert params < 20_000
+    assert net.eval()(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_seed004_preset_is_the_week2_network() -> None:
+    cfg = validate(compose_cfg(["experiment=seed004"]))
+    net = build_network(cfg.model.head, cfg.model.separable, cfg.model.filters,
+                        cfg.model.dropout, cfg.model.transition_channels)
+    trainable = count_parameters(net)
+    bn_running_stats = sum(m.running_mean.numel() + m.running_var.numel()
+                           for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert trainable == 12_316
+    assert trainable + bn_running_stats == 12_516  # Keras' "Total params"
+    assert (cfg.optim.name, cfg.optim.lr, cfg.scheduler.name, cfg.scheduler.decay) == (
+        "adam", 0.003, "inverse_time", 0.319)
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size) == (20, 128)
+
+
+@pytest.mark.parametrize("preset", ["seed000_gmp", "seed000_gap", "tuned"])
+def test_presets_stay_under_budget(preset: str) -> None:
+    cfg = validate(compose_cfg([f"experiment={preset}"]))
+    net = build_network(cfg.model.head, cfg.model.separable, cfg.model.filters,
+                        cfg.model.dropout, cfg.model.transition_channels)
+    assert count_parameters(net) < 20_000
+    assert cfg.trainer.max_epochs <= 20
+
+
+def test_scalars_are_overridable() -> None:
+    cfg = validate(compose_cfg(["optim.lr=0.01", "data.batch_size=64", "trainer.max_epochs=3",
+                                "model.dropout=0.2", "seed=7", "optim.weight_decay=0.001"]))
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.trainer.max_epochs, cfg.model.dropout,
+            cfg.seed, cfg.optim.weight_decay) == (0.01, 64, 3, 0.2, 7, 0.001)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("model.filters=0", "model.filters=0 is not valid"),
+    ("model.dropout=1.5", "model.dropout=1.5 is not valid"),
+    ("optim.lr=-1", "optim.lr=-1.0 is not valid"),
+    ("data.batch_size=0", "data.batch_size=0 is not valid"),
+    ("model.filters=abc", "model.filters"),
+])
+def test_bad_values_raise_config_error(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        validate(compose_cfg([override]))
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["model.filters=0"], "model.filters=0 is not valid"),
+    (["model.dropout=1.5"], "model.dropout=1.5 is not valid"),
+    (["optim.lr=-1"], "optim.lr=-1.0 is not valid"),
+    (["data.batch_size=0"], "data.batch_size=0 is not valid"),
+    (["head=foo"], "head/foo"),
+    (["model.fliters=16"], "fliters"),
+    (["optim.lr=0.01,-1", "-m"], "optim.lr=-1.0 is not valid"),
+])
+def test_cli_rejects_bad_input_with_one_message(tmp_path, args, needle) -> None:
+    proc = run_cli([*args, "hydra.sweep.dir=sweep", "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # nothing half-written: no run or sweep folder was created
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_cli_help_and_cfg_job(tmp_path) -> None:
+    helped = run_cli(["--help"], cwd=tmp_path)
+    assert helped.returncode == 0 and "head: flatten, gap, gmp" in helped.stdout
+    printed = run_cli(["--cfg", "job", "head=gap", "optim.lr=0.01"], cwd=tmp_path)
+    assert printed.returncode == 0
+    assert "head: gap" in printed.stdout and "lr: 0.01" in printed.stdout
