@@ -81,7 +81,9 @@ class MNISTDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DataConfig, shuffle_seed: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
-        self.shuffle_seed = shuffle_seed
+        # One generator for the whole run: every epoch gets a new order, and its state is
+        # saved in checkpoints so that a resumed run continues the same sequence.
+        self.generator = torch.Generator().manual_seed(shuffle_seed)
         self.loaded: LoadedDataset | None = None
         self.splits: Splits | None = None
         self._device: torch.device | None = None
@@ -114,9 +116,8 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         assert self.splits is not None
-        gen = torch.Generator().manual_seed(self.shuffle_seed)
         return TensorBatches(self.splits.train_x, self.splits.train_y, self.cfg.batch_size,
-                             shuffle=True, generator=gen)
+                             shuffle=True, generator=self.generator)
 
     def val_dataloader(self) -> TensorBatches:
         assert self.splits is not None
@@ -127,6 +128,13 @@ class MNISTDataModule(pl.LightningDataModule):
         assert self.splits is not None
         return TensorBatches(self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size,
                              shuffle=False)
+
+    def state_dict(self) -> dict:
+        return {"shuffle_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "shuffle_generator" in state_dict:
+            self.generator.set_state(state_dict["shuffle_generator"])
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         aug = self.cfg.augment

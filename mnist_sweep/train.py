@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 import signal
 import sys
 from pathlib import Path
@@ -44,6 +45,9 @@ from mnist_sweep.status import (
 )
 
 log = logging.getLogger(__name__)
+# Noise from Lightning's internals on recent torch releases; nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 CHECKPOINT_DIR = "checkpoints"
 HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss")
 
@@ -67,6 +71,11 @@ def hparams_of(cfg: RunConfig, dataset: str, params: int) -> dict[str, Any]:
         "label_smoothing": cfg.model.label_smoothing, "augment": cfg.data.augment.enabled,
         "precision": str(cfg.trainer.precision),
     }
+
+
+def job_signature(cfg: RunConfig) -> dict[str, Any]:
+    """What makes two runs the same job: a folder's finished result is reused only for this."""
+    return {k: v for k, v in hparams_of(cfg, cfg.data.name, 0).items() if k != "params"}
 
 
 def _devices(cfg: RunConfig, job_num: int | None) -> Any:
@@ -168,12 +177,28 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     """
     run_cfg = validate(cfg)
     job_dir = Path(job_dir)
-    previous = read_status(job_dir)
-    if run_cfg.resume and previous and previous.get("status") == FINISHED:
-        log.info("%s already finished: skipping (resume=true)", job_dir)
-        return previous.get("metrics", {}).get(run_cfg.optimized_metric)
+    previous = read_status(job_dir) or {}
+    signature = job_signature(run_cfg)
+    if previous.get("status") == FINISHED:
+        if previous.get("signature", signature) != signature:
+            message = (f"{job_dir} holds a finished run of a different configuration "
+                       f"({previous.get('signature')}); finished results are never "
+                       f"overwritten. Choose a new folder (hydra.run.dir=... or "
+                       f"hydra.sweep.dir=...).")
+        elif not run_cfg.resume:
+            message = (f"{job_dir} holds a finished run and resume=false; finished results "
+                       f"are never overwritten. Choose a new folder or drop resume=false.")
+        else:
+            log.info("%s already finished: skipping (resume=true)", job_dir)
+            return previous.get("metrics", {}).get(run_cfg.optimized_metric)
+        if not multirun:
+            print(f"Error: {message}", file=sys.stderr)
+            raise SystemExit(1)
+        log.error(message)
+        return None
 
     job_dir.mkdir(parents=True, exist_ok=True)
+    write_status(job_dir, RUNNING, signature=signature, error=None)
     try:
         metrics = train_job(run_cfg, job_dir, job_num)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
