@@ -204,8 +204,9 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
         code = 143 if isinstance(exc, SIGTERMException) else 130
         write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})")
-        log.error("job interrupted; its last checkpoint is in %s. Run the same command with "
-                  "hydra.sweep.dir=%s to continue.", job_dir / CHECKPOINT_DIR, job_dir.parent)
+        again = f"hydra.sweep.dir={job_dir.parent}" if multirun else f"hydra.run.dir={job_dir}"
+        log.error("job interrupted; its checkpoint is in %s. Run the same command with %s "
+                  "to continue it.", job_dir / CHECKPOINT_DIR, again)
         raise JobInterrupted(code) from None
     except DivergedError as exc:
         write_status(job_dir, DIVERGED, error=str(exc))

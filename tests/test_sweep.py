@@ -1,0 +1,102 @@
+"""The main job end to end: a real multirun in a subprocess, read back with TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import REPO, TINY, run_cli
+
+SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr",
+           "time/epoch_seconds", "test/acc", "test/loss"}
+HPARAMS = {"head", "separable", "filters", "data", "lr", "batch_size", "epochs", "seed",
+           "params"}
+
+
+def read_tb(run_dir: Path) -> tuple[EventAccumulator, dict]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = {k: v for k, v in data.session_start_info.hparams.items()}
+    return acc, hparams
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tiny_root, tmp_path_factory) -> tuple[Path, str]:
+    cwd = tmp_path_factory.mktemp("main_job")
+    proc = run_cli(["head=gmp,gap", "-m", f"data.root={tiny_root}", *TINY,
+                    "hydra.sweep.dir=sweep"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return cwd / "sweep", proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def sweep(sweep_run) -> Path:
+    return sweep_run[0]
+
+
+def test_one_folder_per_job_named_by_its_configuration(sweep: Path) -> None:
+    jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    assert len(jobs) == 2
+    assert jobs[0].startswith("0_") and "head=gmp" in jobs[0]
+    assert jobs[1].startswith("1_") and "head=gap" in jobs[1]
+    assert all("data.root" not in name for name in jobs)
+
+
+def test_every_job_logs_scalars_and_one_hparams_record(sweep: Path) -> None:
+    for job in sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir()):
+        status = json.loads((job / "status.json").read_text())
+        assert status["status"] == "finished"
+        acc, hparams = read_tb(job / "tb" / "mnist")
+        assert SCALARS <= set(acc.Tags()["scalars"])
+        assert len(acc.Scalars("val/acc")) == 2 and len(acc.Scalars("train/loss")) == 2
+        test_acc = acc.Scalars("test/acc")[-1].value
+        assert test_acc == pytest.approx(status["metrics"]["test/acc"], abs=1e-6)
+        assert 0.0 <= test_acc <= 1.0
+        assert HPARAMS <= set(hparams)
+        assert hparams["head"].string_value in job.name
+        assert hparams["params"].number_value == 12252
+        assert hparams["data"].string_value == "mnist"
+        assert "hp_metric" not in acc.Tags()["scalars"]
+        lrs = [e.value for e in acc.Scalars("lr")]
+        assert lrs[0] == pytest.approx(0.003) and lrs[1] == pytest.approx(0.003 / 1.319)
+
+
+def test_the_multirun_narrates_each_job(sweep_run) -> None:
+    _, output = sweep_run
+    assert "[job 1 of 2] start: head=gmp" in output
+    assert "[job 2 of 2] start: head=gap" in output
+    for k in (1, 2):
+        line = next(ln for ln in output.splitlines() if f"[job {k} of 2] head=" in ln)
+        assert "-> finished: test/acc=" in line and "params=12252" in line
+
+
+def test_single_run_from_another_directory(tiny_root, tmp_path) -> None:
+    proc = run_cli([f"data.root={tiny_root}", *TINY, "trainer.max_epochs=1", "experiment=seed004",
+                    "hydra.run.dir=single"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "12316 trainable parameters" in proc.stderr + proc.stdout
+    status = json.loads((tmp_path / "single" / "status.json").read_text())
+    assert status["status"] == "finished" and status["metrics"]["params"] == 12316
+
+
+def test_wheel_carries_the_configs(tmp_path) -> None:
+    """Configs must be found when installed from a wheel, not only from a checkout."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                           str(tmp_path), str(REPO)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"could not build a wheel here: {proc.stderr[-300:]}")
+    wheel = next(tmp_path.glob("mnist_sweep-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mnist_sweep/conf/config.yaml" in names
+    assert "mnist_sweep/conf/head/gmp.yaml" in names
+    assert "mnist_sweep/conf/experiment/seed004.yaml" in names
