@@ -1,0 +1,220 @@
+"""The sweep report on real tiny sweeps: what the multirun itself prints and writes at its end,
+the CSV against each job's status.json, the plots, failed jobs, the command line, and the
+mean/std over seeds of `--results`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import yaml
+from PIL import Image
+
+from mnist_sweep.report import build_results
+from tests.conftest import TINY, run_cli, write_tiny_mnist
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CSV_COLUMNS = [
+    "job", "head", "separable", "filters", "data", "lr", "optimizer", "scheduler",
+    "batch_size", "epochs", "seed", "dropout", "weight_decay", "label_smoothing", "augment",
+    "precision", "params", "val_acc_best", "test_acc", "test_loss", "epochs_completed",
+    "sec_per_epoch", "status", "error", "command",
+]
+REPORT_FILES = ("summary.csv", "summary.md", "val_acc.png", "acc_vs_params.png")
+
+
+# One torch thread: on a busy 2-core machine, two threads per job run several times slower.
+ONE_THREAD = "trainer.num_threads=1"
+
+
+def multirun(sweep: list[str], data_root: str, sweep_dir: Path) -> subprocess.CompletedProcess:
+    return run_cli([*sweep, "-m", *TINY, ONE_THREAD, f"data.root={data_root}",
+                    f"hydra.sweep.dir={sweep_dir}"], cwd=sweep_dir.parent)
+
+
+def report_cli(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnist_sweep.report", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def status_of(sweep_dir: Path, job: str) -> dict:
+    return json.loads((sweep_dir / job / "status.json").read_text())
+
+
+def md_table(text: str, heading: str) -> list[dict[str, str]]:
+    """The first Markdown table after `heading`, as dicts keyed by its header."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    header, _, *rows = block
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("report")
+
+
+@pytest.fixture(scope="module")
+def head_sweep(work: Path, tiny_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    sweep_dir = work / "heads"
+    proc = multirun(["head=gmp,gap"], str(tiny_root), sweep_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir, proc
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(work: Path, tiny_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """seed=1,2 on the tiny data, and the same two jobs on a root whose train images are cut
+    short: those two fail for real, while loading the data."""
+    broken = write_tiny_mnist(work / "broken_data")
+    images = broken / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:300])
+    sweep_dir = work / "seeds"
+    return sweep_dir, multirun(["seed=1,2"], f"{tiny_root},{broken}", sweep_dir)
+
+
+def test_multirun_prints_the_table_and_writes_the_report(head_sweep) -> None:
+    sweep_dir, proc = head_sweep
+    assert f"Sweep {sweep_dir}" in proc.stdout
+    table = proc.stdout.split(f"Sweep {sweep_dir}", 1)[1]
+    assert "head=gmp" in table and "head=gap" in table and table.count("finished") == 2
+    for name in REPORT_FILES:
+        assert (sweep_dir / name).is_file(), name
+        assert str(sweep_dir / name) in proc.stdout
+    assert not list(sweep_dir.glob(".*.tmp")), "temporary files left behind"
+
+
+def test_summary_csv_matches_the_jobs(head_sweep) -> None:
+    sweep_dir, _ = head_sweep
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert list(rows[0]) == CSV_COLUMNS
+    assert sorted(r["head"] for r in rows) == ["gap", "gmp"]
+    assert float(rows[0]["test_acc"]) >= float(rows[1]["test_acc"]), "sorted by test accuracy"
+    for row in rows:
+        status = status_of(sweep_dir, row["job"])
+        metrics = status["metrics"]
+        assert row["status"] == "finished" and row["error"] == ""
+        assert 0.0 <= float(row["test_acc"]) <= 1.0
+        assert float(row["test_acc"]) == metrics["test/acc"]
+        assert float(row["test_loss"]) == metrics["test/loss"]
+        assert float(row["val_acc_best"]) == metrics["val/acc_best"]
+        assert int(row["params"]) == status["params"] == 12252
+        assert int(row["epochs_completed"]) == 2 == metrics["epochs"]
+        assert float(row["sec_per_epoch"]) > 0
+        assert (row["data"], row["seed"], row["batch_size"]) == ("mnist", "1", "64")
+        overrides = yaml.safe_load((sweep_dir / row["job"] / ".hydra" / "overrides.yaml")
+                                   .read_text())
+        assert shlex.split(row["command"]) == ["python", "-m", "mnist_sweep", *overrides]
+        assert f"head={row['head']}" in overrides
+
+
+def test_summary_md_lists_every_job_with_its_command(head_sweep) -> None:
+    sweep_dir, _ = head_sweep
+    text = (sweep_dir / "summary.md").read_text()
+    rows = md_table(text, "# Sweep")
+    for row, csv_row in zip(rows, read_csv(sweep_dir / "summary.csv"), strict=True):
+        assert (row["job"], row["config"]) == (csv_row["job"], f"head={csv_row['head']}")
+        assert row["command"] == f"`{csv_row['command']}`"
+        assert row["test acc"] == f"{float(csv_row['test_acc']):.4f}"
+    assert "![validation accuracy per epoch](val_acc.png)" in text
+
+
+@pytest.mark.parametrize("name", ["val_acc.png", "acc_vs_params.png"])
+def test_plots_are_real_png_images(head_sweep, name: str) -> None:
+    path = head_sweep[0] / name
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert path.stat().st_size > 5000
+    with Image.open(path) as image:
+        image.verify()
+    assert matplotlib.image.imread(path).shape[:2] == (600, 960)
+
+
+def test_cli_rebuilds_the_same_report(head_sweep) -> None:
+    sweep_dir, _ = head_sweep
+    before = (sweep_dir / "summary.csv").read_text()
+    (sweep_dir / "summary.csv").unlink()
+    proc = report_cli(sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert (sweep_dir / "summary.csv").read_text() == before
+    assert "head=gap" in proc.stdout and str(sweep_dir / "summary.csv") in proc.stdout
+
+
+@pytest.mark.parametrize(("kind", "message"), [("missing", "is not a folder"),
+                                               ("no-jobs", "is not a sweep folder")])
+def test_cli_on_a_folder_that_is_not_a_sweep(tmp_path: Path, kind: str, message: str) -> None:
+    folder = tmp_path / "missing"
+    if kind == "no-jobs":
+        folder = tmp_path
+        (tmp_path / "notes").mkdir()
+        (tmp_path / "notes.txt").write_text("not a sweep")
+    proc = report_cli(folder)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"Error: {folder} {message}")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_failed_jobs_are_listed_last_as_failed(seed_sweep) -> None:
+    sweep_dir, proc = seed_sweep
+    assert proc.returncode == 1
+    assert "2 job(s) did not finish" in proc.stderr
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [r["status"] for r in rows] == ["finished", "finished", "failed", "failed"]
+    for row in rows[2:]:
+        assert "truncated or corrupt" in row["error"]
+        assert row["error"] == status_of(sweep_dir, row["job"])["error"]
+        assert row["test_acc"] == row["params"] == row["val_acc_best"] == ""
+        assert row["epochs_completed"] == "0" and row["head"] == "gmp"
+    table = proc.stdout.split(f"Sweep {sweep_dir}", 1)[1]
+    assert table.count("failed") >= 2 and table.count("finished") == 2
+    assert table.index("finished") < table.index("failed")
+    assert "| failed: " in (sweep_dir / "summary.md").read_text()
+
+
+def test_results_mean_and_std_over_seeds(head_sweep, seed_sweep, tmp_path: Path) -> None:
+    heads, seeds = head_sweep[0], seed_sweep[0]
+    out = tmp_path / "docs" / "results.md"
+    proc = report_cli(seeds, heads, "--results", out)
+    assert proc.returncode == 0, proc.stderr
+    # every finished gmp run: seeds 1 and 2 of the seed sweep, seed 1 of the head sweep
+    gmp = [status_of(s, r["job"])["metrics"] for s in (seeds, heads)
+           for r in read_csv(s / "summary.csv") if r["head"] == "gmp" and r["status"] == "finished"]
+    assert len(gmp) == 3
+    text = out.read_text()
+    groups = {r["config"]: r for r in md_table(text, "## Mean over seeds")}
+    assert set(groups) == {"head=gmp", "head=gap"}
+    row = groups["head=gmp"]
+    assert (row["n"], row["seeds"], row["params"]) == ("3", "1, 2, 1", "12,252")
+    test_accs = [m["test/acc"] for m in gmp]
+    assert row["test acc mean"] == f"{statistics.fmean(test_accs):.4f}"
+    assert row["test acc std"] == f"{statistics.stdev(test_accs):.4f}"
+    vals = [m["val/acc_best"] for m in gmp]
+    assert row["best val acc mean"] == f"{statistics.fmean(vals):.4f}"
+    assert row["best val acc std"] == f"{statistics.stdev(vals):.4f}"
+    assert groups["head=gap"]["n"] == "1" and groups["head=gap"]["test acc std"] == ""
+    runs = md_table(text, "## Runs")
+    assert len(runs) == 6 and sum(r["status"] == "failed" for r in runs) == 2
+    rows = read_csv(out.with_suffix(".csv"))
+    assert len(rows) == 6 and list(rows[0])[:3] == ["sweep", "config", "job"]
+
+    results = build_results([seeds, heads])
+    group = next(g for g in results.groups if g.label == "head=gmp")
+    assert group.stats("test_acc") == pytest.approx(
+        (statistics.fmean(test_accs), statistics.stdev(test_accs)))
