@@ -1,0 +1,152 @@
+"""Scale-out through Hydra's own plugins, run for real in subprocesses on tiny data: parallel
+jobs with the joblib launcher, jobs as separate processes with submitit's local executor, an
+Optuna search kept in SQLite and continued by a second invocation, and the Slurm preset's
+composed config (Slurm itself cannot run here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import TINY, run_cli
+
+pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+
+
+def sweep_dirs(cwd: Path) -> list[Path]:
+    """Every sweep folder the default `hydra.sweep.dir` (multirun/<date>/<time>) created."""
+    return sorted(p for p in (cwd / "multirun").glob("*/*") if p.is_dir())
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    jobs = [p for p in sweep.iterdir() if (p / ".hydra").is_dir()]
+    return sorted(jobs, key=lambda p: int(p.name.split("_", 1)[0]))
+
+
+def check_finished_jobs(sweep: Path, count: int) -> list[dict]:
+    """Each job of the sweep finished with a test accuracy and left its TensorBoard run."""
+    jobs = job_dirs(sweep)
+    assert len(jobs) == count, [p.name for p in sweep.iterdir()]
+    statuses = []
+    for job in jobs:
+        status = json.loads((job / "status.json").read_text())
+        assert status["status"] == "finished", (job.name, status)
+        assert 0.0 <= status["metrics"]["test/acc"] <= 1.0, status
+        assert list((job / "tb" / "mnist").glob("events.out.tfevents.*")), job.name
+        statuses.append(status)
+    return statuses
+
+
+@pytest.fixture(scope="module")
+def mpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One matplotlib font cache for all jobs here: each new one costs seconds to build."""
+    return tmp_path_factory.mktemp("matplotlib")
+
+
+def run(args: list[str], cwd: Path, mpl_dir: Path | None = None,
+        ) -> tuple[subprocess.CompletedProcess, list[Path]]:
+    """Run the command line in `cwd`; return its result and the sweep folders under `cwd`."""
+    env = {"MPLCONFIGDIR": str(mpl_dir)} if mpl_dir else None
+    result = run_cli(args, cwd=cwd, env_extra=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result, sweep_dirs(cwd)
+
+
+def test_joblib_runs_jobs_in_parallel_in_one_sweep_folder(
+        tiny_root: Path, tmp_path: Path, mpl_dir: Path) -> None:
+    args = ["-m", "head=gmp,gap", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"data.root={tiny_root}", *TINY]
+    result, sweeps = run(args, tmp_path, mpl_dir)
+    # unique_dir ran once, in the launching process: Hydra copied its cached value into
+    # both workers' job configs, so no worker claimed a folder of its own
+    assert len(sweeps) == 1, sweeps
+    check_finished_jobs(sweeps[0], 2)
+    out = result.stdout
+    for k in (1, 2):
+        assert f"[job {k} of 2] start:" in out, out
+        assert out.count(f"[job {k} of 2] ") == 2, out
+    # both jobs started before either ended: they ran at the same time
+    first_end = out.index("-> finished")
+    assert out.index("[job 1 of 2] start:") < first_end
+    assert out.index("[job 2 of 2] start:") < first_end
+    assert (sweeps[0] / "summary.csv").is_file(), "no end-of-sweep report"
+
+
+def test_submitit_local_runs_each_job_as_its_own_process(
+        tiny_root: Path, tmp_path: Path, mpl_dir: Path) -> None:
+    # submitit's local executor starts every job at once: one torch thread each on 2 cores
+    args = ["-m", "head=gmp,gap", "hydra/launcher=submitit_local", "trainer.num_threads=1",
+            f"data.root={tiny_root}", *TINY]
+    _, sweeps = run(args, tmp_path, mpl_dir)
+    assert len(sweeps) == 1, sweeps
+    check_finished_jobs(sweeps[0], 2)
+    # the jobs' own output goes to submitit's log files, one folder per job
+    logs = "".join(p.read_text() for p in sweeps[0].glob(".submitit/*/*_log.out"))
+    assert logs.count("Job completed successfully") >= 2, logs
+    assert "[job 1 of 2] start:" in logs and "[job 2 of 2] start:" in logs, logs
+    assert (sweeps[0] / "summary.csv").is_file(), "no end-of-sweep report"
+
+
+def test_optuna_search_persists_in_sqlite_and_continues(
+        tiny_root: Path, tmp_path: Path, mpl_dir: Path) -> None:
+    db = tmp_path / "study.db"
+    storage = f"sqlite:///{db}"
+    # head, separable and filters fixed: the test searches lr, dropout and weight decay only;
+    # one torch thread, as 2 threads on a busy 2-core machine slow tiny jobs down several-fold
+    search = ["-m", "hparams_search=optuna", f"hydra.sweeper.storage={storage}",
+              "hydra.sweeper.study_name=tiny", "head=gmp", "separable=false", "filters=16",
+              "trainer.num_threads=1", f"data.root={tiny_root}", *TINY]
+
+    first, sweeps = run([*search, "hydra.sweeper.n_trials=3"], tmp_path, mpl_dir)
+    assert len(sweeps) == 1
+    statuses = check_finished_jobs(sweeps[0], 3)
+    assert "[job 3 of 3]" in first.stdout
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert set(trials[0].params) == {"optim.lr", "model.dropout", "optim.weight_decay"}
+    # each trial's value is the val/acc_best its job returned
+    assert sorted(t.value for t in trials) == sorted(s["metrics"]["val/acc_best"]
+                                                     for s in statuses)
+    assert all(3e-4 <= t.params["optim.lr"] <= 3e-2 for t in trials)
+    best = yaml.safe_load((sweeps[0] / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(t.value for t in trials)
+
+    # the same study, continued: a new sampler seed, or TPE's random start-up trials would
+    # repeat the first invocation's parameters
+    _, sweeps = run([*search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=2"],
+                    tmp_path, mpl_dir)
+    assert len(sweeps) == 2, sweeps
+    check_finished_jobs(sweeps[1], 1)
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert len(trials) == 4
+    assert trials[3].state == optuna.trial.TrialState.COMPLETE
+    assert trials[3].params["optim.lr"] not in {t.params["optim.lr"] for t in trials[:3]}
+
+
+def test_slurm_preset_composes(tmp_path: Path) -> None:
+    result, _ = run(["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                     "hydra.launcher.timeout_min=30", "--cfg", "hydra", "-p", "hydra.launcher"],
+                    tmp_path)
+    launcher = yaml.safe_load(result.stdout)
+    assert launcher["_target_"] == (
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+    assert launcher["partition"] == "gpu"
+    assert launcher["timeout_min"] == 30
+    assert launcher["gpus_per_task"] == 1
+    assert launcher["cpus_per_task"] == 4
+    assert launcher["tasks_per_node"] == 1
+    assert launcher["array_parallelism"] == 16
+    assert launcher["signal_delay_s"] == 120
+    assert launcher["max_num_timeout"] == 3
+    assert launcher["setup"] == ["export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK"]
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+    assert not (tmp_path / "multirun").exists()  # composing submits and trains nothing
