@@ -100,7 +100,11 @@ class SweepCallback(Callback):
         from mnist_sweep.report import build_report
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        report = build_report(sweep_dir)
+        try:
+            report = build_report(sweep_dir)
+        except OSError as exc:  # e.g. a read-only sweep folder: the runs themselves are safe
+            fail(f"the sweep finished but its report could not be written ({exc}). Run "
+                 f"`python -m mnist_sweep.report {sweep_dir}` once the folder is writable.")
         if report.unsuccessful:
             print(f"{len(report.unsuccessful)} job(s) did not finish: "
                   f"{', '.join(report.unsuccessful)}. Re-run the same command with "

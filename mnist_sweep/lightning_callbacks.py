@@ -1,13 +1,11 @@
-"""Lightning callbacks of a job: epoch timing, divergence, interruption checkpoints."""
+"""Lightning callbacks of a job: epoch timing and divergence."""
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 class DivergedError(RuntimeError):
@@ -25,28 +23,18 @@ class EpochTimer(pl.Callback):
 
 
 class DivergenceGuard(pl.Callback):
-    """Stops a run whose epoch training loss is not finite (one check per epoch, no sync)."""
+    """Stops a run whose epoch training loss is not finite (one check per epoch, no sync).
+
+    It asks the trainer to stop rather than raising, so the diverged epoch's metrics still
+    reach TensorBoard; the job runner then records the run as diverged.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss")
         if loss is not None and not math.isfinite(float(loss)):
-            raise DivergedError(f"training loss is {float(loss)} after epoch "
-                                f"{trainer.current_epoch}: lower optim.lr or change the "
-                                f"schedule")
-
-
-class InterruptCheckpoint(pl.Callback):
-    """On Ctrl-C or SIGTERM, save `last.ckpt` so that a resumed sweep continues the job."""
-
-    def __init__(self, checkpoint_path: Path) -> None:
-        self.checkpoint_path = Path(checkpoint_path)
-        self.saved = False
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
-        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.checkpoint_path.with_name(self.checkpoint_path.name + ".tmp")
-            trainer.save_checkpoint(tmp)
-            tmp.replace(self.checkpoint_path)
-            self.saved = True
+            self.reason = (f"training loss is {float(loss)} after epoch {trainer.current_epoch}"
+                           f": lower optim.lr or change the schedule")
+            trainer.should_stop = True

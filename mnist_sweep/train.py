@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from mnist_sweep.lightning_callbacks import (
     DivergedError,
     DivergenceGuard,
     EpochTimer,
-    InterruptCheckpoint,
 )
 from mnist_sweep.module import CNNClassifier
 from mnist_sweep.status import (
@@ -106,10 +105,14 @@ def _check_checkpoint(path: Path, model: CNNClassifier) -> None:
 def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
                   job_num: int | None, extra_callbacks: list[pl.Callback]) -> pl.Trainer:
     t = cfg.trainer
-    callbacks: list[pl.Callback] = [EpochTimer(), DivergenceGuard(), *extra_callbacks]
+    callbacks: list[pl.Callback] = [EpochTimer(), *extra_callbacks]
     if cfg.logger.checkpoint_every_epoch:
-        callbacks.append(ModelCheckpoint(dirpath=job_dir / CHECKPOINT_DIR, save_last=True,
-                                         save_top_k=0, enable_version_counter=False))
+        # One file, replaced atomically after every epoch. An interrupted job resumes from
+        # here: the end of its last whole epoch (Lightning cannot resume reliably mid-epoch).
+        # save_last alone would save nothing with save_top_k=0.
+        callbacks.append(ModelCheckpoint(dirpath=job_dir / CHECKPOINT_DIR, filename="last",
+                                         save_top_k=1, monitor=None,
+                                         enable_version_counter=False))
     if t.enable_progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     return pl.Trainer(
@@ -149,12 +152,15 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
         hparams = hparams_of(cfg, datamodule.dataset_label, model.num_parameters)
         logger.log_hyperparams(hparams, {m: 0.0 for m in HPARAM_METRICS}
                                | {"params": float(model.num_parameters)})
-    interrupt = InterruptCheckpoint(ckpt)
-    trainer = build_trainer(cfg, job_dir, logger, job_num, [interrupt])
+    divergence = DivergenceGuard()
+    trainer = build_trainer(cfg, job_dir, logger, job_num, [divergence])
     write_status(job_dir, RUNNING, params=model.num_parameters,
                  dataset=datamodule.dataset_label, resumed_from=str(resume_from or ""),
                  error=None)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if divergence.reason:
+        logger.finalize("failed")
+        raise DivergedError(divergence.reason)
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.test(model, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -166,6 +172,18 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
     }
     logger.finalize("success")
     return final
+
+
+def _raise_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (Slurm's warning before a time limit) stops the job like Ctrl-C does."""
+    raise SIGTERMException()
+
+
+def _install_sigterm_handler() -> Any:
+    try:
+        return signal.signal(signal.SIGTERM, _raise_sigterm)
+    except ValueError:  # not the main thread (some launchers): keep the default handler
+        return None
 
 
 def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
@@ -199,14 +217,19 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
 
     job_dir.mkdir(parents=True, exist_ok=True)
     write_status(job_dir, RUNNING, signature=signature, error=None)
+    previous_handler = _install_sigterm_handler()
     try:
         metrics = train_job(run_cfg, job_dir, job_num)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
         code = 143 if isinstance(exc, SIGTERMException) else 130
-        write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})")
+        ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"
+        write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})",
+                     checkpoint=str(ckpt) if ckpt.is_file() else None)
         again = f"hydra.sweep.dir={job_dir.parent}" if multirun else f"hydra.run.dir={job_dir}"
-        log.error("job interrupted; its checkpoint is in %s. Run the same command with %s "
-                  "to continue it.", job_dir / CHECKPOINT_DIR, again)
+        where = (f"from {ckpt} (the end of its last whole epoch)" if ckpt.is_file()
+                 else "from the start (no epoch had finished)")
+        log.error("job interrupted. Run the same command with %s to continue it %s.", again,
+                  where)
         raise JobInterrupted(code) from None
     except DivergedError as exc:
         write_status(job_dir, DIVERGED, error=str(exc))
@@ -227,6 +250,9 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         if not multirun:
             raise SystemExit(1) from None
         return None
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     write_status(job_dir, FINISHED, metrics=metrics, error=None)
     value = metrics.get(run_cfg.optimized_metric)
     return None if value is None or not math.isfinite(value) else value

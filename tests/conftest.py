@@ -51,8 +51,9 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Overrides that keep a real training run to a second or two on tiny data.
+# One torch thread: on a loaded 2-core machine it is several times faster than the default.
 TINY = ["data.val_size=128", "data.batch_size=64", "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false"]
+        "trainer.enable_progress_bar=false", "trainer.num_threads=1"]
 
 
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,

@@ -1,0 +1,153 @@
+"""Failures, divergence, interruption and resume, with real subprocess sweeps and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from mnist_sweep.resolvers import unique_dir
+from tests.conftest import TINY, run_cli, write_tiny_mnist
+
+
+def status_of(job: Path) -> dict:
+    return json.loads((job / "status.json").read_text())
+
+
+def jobs_of(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
+
+
+def scalar_steps(job: Path, tag: str) -> list[int]:
+    acc = EventAccumulator(str(job / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
+def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> None:
+    corrupt = write_tiny_mnist(tmp_path / "corrupt")
+    labels = corrupt / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:20])
+    args = ["-m", f"data.root={tiny_root},{corrupt}", "optim=sgd", "optim.lr=0.01,1e30",
+            "scheduler=constant", *TINY, "hydra.sweep.dir=sweep"]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 1
+    jobs = jobs_of(tmp_path / "sweep")
+    assert len(jobs) == 4  # every job ran although earlier ones failed
+    by_status = {j.name: status_of(j)["status"] for j in jobs}
+    assert by_status[jobs[0].name] == "finished"  # good data, sane lr
+    assert by_status[jobs[1].name] == "diverged"  # good data, lr=1e30
+    assert by_status[jobs[2].name] == "failed" and by_status[jobs[3].name] == "failed"
+    assert "training loss is nan" in status_of(jobs[1])["error"]
+    assert str(labels) in status_of(jobs[2])["error"]
+    assert "3 job(s) did not finish" in proc.stderr
+    # the diverged run stopped after its first epoch instead of running on
+    assert len(scalar_steps(jobs[1], "train/loss")) == 1
+
+    # Re-running into the same folder skips the finished job and retries the others.
+    finished_before = (jobs[0] / "status.json").read_text()
+    events_before = sorted((jobs[0] / "tb" / "mnist").iterdir())
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 1
+    assert (jobs[0] / "status.json").read_text() == finished_before
+    assert sorted((jobs[0] / "tb" / "mnist").iterdir()) == events_before
+    assert "already finished: skipping" in again.stdout + again.stderr
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache")}
+    return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(folder: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, f"{folder}/{pattern} did not appear"
+        time.sleep(0.2)
+
+
+# Long enough epochs (many small batches) to be interrupted in the middle of one.
+SLOW = ["data.val_size=128", "data.batch_size=4", "trainer.max_epochs=3",
+        "trainer.enable_progress_bar=false", "trainer.num_threads=1"]
+
+
+def test_ctrl_c_then_resume_finishes_every_job_exactly_once(tiny_root, tmp_path) -> None:
+    args = ["head=gmp,gap", "-m", f"data.root={tiny_root}", *SLOW, "hydra.sweep.dir=sweep"]
+    proc = _start(args, tmp_path)
+    first = tmp_path / "sweep"
+    _wait_for(first, "0_*/checkpoints/last.ckpt", proc)
+    time.sleep(0.5)  # inside the second epoch
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output[-3000:]
+    jobs = jobs_of(first)
+    assert len(jobs) == 1  # the sweep stopped; the second job never started
+    assert status_of(jobs[0])["status"] == "interrupted"
+    assert "hydra.sweep.dir=" in output
+
+    resumed = run_cli(args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    jobs = jobs_of(first)
+    assert len(jobs) == 2
+    for job in jobs:
+        status = status_of(job)
+        assert status["status"] == "finished" and status["metrics"]["epochs"] == 3
+        val_steps = scalar_steps(job, "val/acc")
+        assert len(val_steps) == 3 and len(set(val_steps)) == 3  # each epoch logged once
+        assert len([s for s in scalar_steps(job, "test/acc") if s > 0]) == 1  # tested once
+    assert status_of(jobs[0])["resumed_from"].endswith("last.ckpt")
+    assert status_of(jobs[1])["resumed_from"] == ""
+
+
+def test_sigterm_checkpoints_and_a_changed_network_is_refused(tiny_root, tmp_path) -> None:
+    args = [f"data.root={tiny_root}", *SLOW, "hydra.run.dir=run"]
+    proc = _start(args, tmp_path)
+    _wait_for(tmp_path / "run", "checkpoints/last.ckpt", proc)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output[-3000:]
+    assert status_of(tmp_path / "run")["status"] == "interrupted"
+    assert "hydra.run.dir=" in output
+
+    wrong = run_cli([*args, "filters=32"], cwd=tmp_path)
+    assert wrong.returncode == 1
+    assert "was saved by a different network" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+    resumed = run_cli(args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status = status_of(tmp_path / "run")
+    assert status["status"] == "finished" and status["metrics"]["epochs"] == 3
+
+    overwrite = run_cli([*args, "resume=false"], cwd=tmp_path)
+    assert overwrite.returncode == 1 and "never overwritten" in overwrite.stderr
+    assert status_of(tmp_path / "run") == status
+
+
+def test_sweeps_started_together_get_their_own_folders(tiny_root, tmp_path) -> None:
+    args = ["-m", f"data.root={tiny_root}", *TINY, "trainer.max_epochs=1",
+            "hydra.sweep.dir=${unique_dir:multirun/same}"]
+    procs = [_start(args, tmp_path) for _ in range(2)]
+    for p in procs:
+        out = p.communicate(timeout=300)[0]
+        assert p.returncode == 0, out[-3000:]
+    folders = sorted(p.name for p in (tmp_path / "multirun").iterdir())
+    assert folders == ["same", "same-2"]
+    for name in folders:
+        (job,) = jobs_of(tmp_path / "multirun" / name)
+        assert status_of(job)["status"] == "finished"
+
+
+def test_unique_dir_claims_a_fresh_folder(tmp_path) -> None:
+    first = unique_dir(str(tmp_path / "sweep"))
+    second = unique_dir(str(tmp_path / "sweep"))
+    assert first == str(tmp_path / "sweep") and second == str(tmp_path / "sweep-2")
