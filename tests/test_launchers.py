@@ -9,7 +9,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 
@@ -18,6 +17,7 @@ from tests.conftest import TINY, run_cli
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+optuna = pytest.importorskip("optuna")
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
