@@ -54,6 +54,9 @@ def expand_basic_sweep(config: DictConfig) -> list[list[str]] | None:
 
 
 class SweepCallback(Callback):
+    """Grid sweeps exit non-zero when a job did not finish; in a search (Optuna) failed
+    trials are part of the search and are only listed in the report."""
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_config(config)
 
@@ -105,7 +108,7 @@ class SweepCallback(Callback):
         except OSError as exc:  # e.g. a read-only sweep folder: the runs themselves are safe
             fail(f"the sweep finished but its report could not be written ({exc}). Run "
                  f"`python -m mnist_sweep.report {sweep_dir}` once the folder is writable.")
-        if report.unsuccessful:
+        if report.unsuccessful and expand_basic_sweep(config) is not None:
             print(f"{len(report.unsuccessful)} job(s) did not finish: "
                   f"{', '.join(report.unsuccessful)}. Re-run the same command with "
                   f"hydra.sweep.dir={sweep_dir} to retry them; finished jobs are skipped.",

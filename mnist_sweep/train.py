@@ -193,8 +193,16 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     A finished job is skipped (resume). Failures are recorded in status.json; in a multirun
     the sweep carries on with the next job, in a single run the process exits non-zero.
     """
-    run_cfg = validate(cfg)
     job_dir = Path(job_dir)
+    try:
+        run_cfg = validate(cfg)
+    except ConfigError as exc:  # grid sweeps are checked up front; a search's trials are not
+        if not multirun:
+            raise
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_status(job_dir, FAILED, error=str(exc))
+        log.error("job failed: %s", exc)
+        return None
     previous = read_status(job_dir) or {}
     signature = job_signature(run_cfg)
     if previous.get("status") == FINISHED:
@@ -222,6 +230,11 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         metrics = train_job(run_cfg, job_dir, job_num)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
         code = 143 if isinstance(exc, SIGTERMException) else 130
+        if type(exc) is SystemExit and exc.code not in (None, 0, 1):
+            # A launcher's own exit (submitit requeues a timed-out job with exit code 144):
+            # record it and let the launcher see its code unchanged.
+            write_status(job_dir, INTERRUPTED, error=f"stopped by its launcher (exit {exc.code})")
+            raise
         ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"
         write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})",
                      checkpoint=str(ckpt) if ckpt.is_file() else None)

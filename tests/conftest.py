@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,15 @@ TINY = ["data.val_size=128", "data.batch_size=64", "trainer.max_epochs=2",
         "trainer.enable_progress_bar=false", "trainer.num_threads=1"]
 
 
+# One matplotlib cache for every subprocess: building it costs seconds per fresh cache dir.
+MPL_CONFIG_DIR = tempfile.mkdtemp(prefix="mnist_sweep_mpl_")
+
+
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m mnist_sweep ARGS` for real, with the per-user cache kept in cwd."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "HYDRA_FULL_ERROR": "",
-           **(env_extra or {})}
+           "MPLCONFIGDIR": MPL_CONFIG_DIR, **(env_extra or {})}
     env.pop("MNIST_SWEEP_DATA", None)
     return subprocess.run([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_sweep.resolvers import unique_dir
-from tests.conftest import TINY, run_cli, write_tiny_mnist
+from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli, write_tiny_mnist
 
 
 def status_of(job: Path) -> dict:
@@ -61,7 +61,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> 
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache")}
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "MPLCONFIGDIR": MPL_CONFIG_DIR}
     return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
