@@ -418,7 +418,8 @@ def print_table(console: Console, sweep_dir: Path, runs: list[Run], labels: list
 def build_report(sweep_dir: Path, console: Console | None = None) -> Report:
     """Read a sweep, print its table and write summary.csv, summary.md and the plots."""
     sweep_dir = Path(sweep_dir)
-    console = console or Console()
+    # Captured output (a log file, a CI log) gets rich's 80 columns, too narrow for the table.
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
     runs = rank(read_sweep(sweep_dir))
     labels = describe(runs)
     print_table(console, sweep_dir, runs, labels)
