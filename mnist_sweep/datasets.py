@@ -67,20 +67,21 @@ def raw_dir(root: Path, name: str) -> Path:
     return root / TV_CLASSES[name].__name__ / "raw"
 
 
-def check_root(root: str | None) -> None:
-    """Fail early on a data root that cannot be used: missing parent or not writable."""
+def check_root(root: str | None, name: str = "mnist", download: bool = True) -> None:
+    """Cheap checks before any job starts: a data root that cannot work fails here, once."""
     path = resolve_root(root)
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
     if path.exists() and not path.is_dir():
         raise DataError(f"data.root={path} is a file, not a folder. Point data.root at the "
-                        f"folder that holds MNIST/raw/.")
+                        f"folder that holds {raw_dir(path, name).relative_to(path)}/.")
     if root is not None and not path.exists():
-        raise DataError(f"data.root={path} does not exist. Create it and put the MNIST files "
-                        f"in {path}/MNIST/raw/, or point data.root at an existing folder.")
+        raise DataError(f"data.root={path} does not exist. Create it and put the files in "
+                        f"{raw_dir(path, name)}/, or point data.root at an existing folder.")
+    folders = [raw_dir(path, name), *SYSTEM_DIRS.get(name, [])]
+    missing = any(_find_file(folders, n) is None for n in FILES)
+    if missing and download and path.exists() and not os.access(path, os.W_OK):
+        raise DataError(f"{raw_dir(path, name)} lacks the data files and data.root={path} is "
+                        f"not writable, so they cannot be downloaded there. Put the files "
+                        f"there or choose a writable data.root.")
 
 
 def _find_file(folders: list[Path], name: str) -> Path | None:

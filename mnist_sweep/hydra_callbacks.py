@@ -36,7 +36,7 @@ def check_config(cfg: DictConfig) -> None:
 
     try:
         run_cfg = validate(cfg)
-        check_root(run_cfg.data.root)
+        check_root(run_cfg.data.root, run_cfg.data.name, run_cfg.data.download)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
 
