@@ -128,7 +128,6 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
 
 def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict[str, Any]:
     """Train and test one configuration; return the final metrics. Raises on failure."""
-    job_dir.mkdir(parents=True, exist_ok=True)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -175,7 +174,7 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
 
 
 def _raise_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (Slurm's warning before a time limit) stops the job like Ctrl-C does."""
+    """SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does."""
     raise SIGTERMException()
 
 
