@@ -301,6 +301,9 @@ def collect_mnist_sweep(run_dir: Path, result: dict[str, Any]) -> None:
     status = json.loads((run_dir / "status.json").read_text())
     if status.get("status") != "finished":
         raise RuntimeError(f"mnist_sweep run ended {status.get('status')}: {status.get('error')}")
+    if status.get("resumed_from"):
+        raise RuntimeError(f"mnist_sweep resumed from {status['resumed_from']} instead of "
+                           f"training from scratch: the run folder {run_dir} was not new")
     if status.get("dataset") != "mnist":
         raise RuntimeError(f"mnist_sweep trained on {status.get('dataset')!r}, not the full "
                            f"MNIST: check --data-root")
@@ -349,7 +352,7 @@ def others_cores_now(window: float) -> float:
     return max(0.0, (busy1 - busy0) - (time.process_time() - own0)) / window
 
 
-def wait_for_idle(limit: float, threshold: float = IDLE_CORES, window: float = 15.0) -> float:
+def wait_for_idle(limit: float, threshold: float = IDLE_CORES, window: float = 5.0) -> float:
     """Wait (up to `limit` seconds) until other processes use under `threshold` cores."""
     deadline = time.monotonic() + limit
     while True:
@@ -393,9 +396,11 @@ def summarise(result: dict[str, Any]) -> None:
 
 
 def run_mode(mode: str, args: argparse.Namespace, spec: str, workdir: Path,
-             round_no: int = 1) -> dict[str, Any]:
+             round_no: int = 1, attempt: int = 1) -> dict[str, Any]:
     sw = Switches.parse(spec, args.eval_batch_size)
-    tag = f"{mode}_{spec or 'baseline'}_r{round_no}".replace("=", "").replace("+", "_")
+    # A folder of its own per attempt: in a used folder the CLI would resume, not train.
+    tag = (f"{mode}_{spec or 'baseline'}_r{round_no}_{attempt}"
+           .replace("=", "").replace("+", "_"))
     log_path = workdir / f"{tag}.log"
     result: dict[str, Any] = {"mode": mode, "switches": spec or "baseline", "round": round_no,
                               "settings": asdict(sw)}
@@ -626,6 +631,7 @@ def machine() -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 130)
@@ -648,7 +654,7 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     for key, (value, target, ok) in report["ratios"].items():
         verdict = "[green]meets[/]" if ok else "[red]misses[/]"
-        console.print(f"{key} = {value:.2f}  (target {target})  {verdict}")
+        console.print(f"{escape(key)} = {value:.2f}  (target {target})  {verdict}")
     for r in report["runs"]:
         if r["mode"] == "b" and r["switches"] == "baseline" and r.get("epoch_cadence_seconds"):
             console.print(f"(b) epoch end to epoch end, with the checkpoint and logging between "
@@ -660,7 +666,8 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"peak RSS of the (b) run: {mem['peak_rss_mib']:.0f} MiB, {verdict} "
                       f"{RSS_LIMIT_MIB} MiB")
     if report["switch_effects"]:
-        st = Table(title="Speed switches (median s/epoch vs the fp32 baseline of the same run)")
+        st = Table(title="Speed switches: median s/epoch, and vs the fp32 baseline of the same "
+                         "invocation (with --rounds: median of the per-round ratios)")
         for col in ("switches", "(c) s", "(c) vs base", "(b) s", "(b) vs base", "(b) val acc",
                     "(b) test acc"):
             st.add_column(col, justify="left" if col == "switches" else "right")
@@ -688,18 +695,26 @@ def build_report(args: argparse.Namespace, runs: list[dict[str, Any]],
     def find(mode: str, spec: str = "baseline"):
         return next((r for r in runs if r["mode"] == mode and r["switches"] == spec), None)
 
+    def ratio(x: dict[str, Any], y: dict[str, Any]) -> float:
+        """x's seconds per epoch over y's; with --rounds, the median of the ratios within
+        each round, which cancels a machine that is faster or slower from round to round."""
+        xs = {r["round"]: r["median_seconds"] for r in x.get("rounds", [])}
+        ys = {r["round"]: r["median_seconds"] for r in y.get("rounds", [])}
+        paired = [xs[k] / ys[k] for k in xs if k in ys]
+        return statistics.median(paired) if paired else x["median_seconds"] / y["median_seconds"]
+
     a, b, c = find("a"), find("b"), find("c")
     ratios = {}
     if a and b:
-        v = a["median_seconds"] / b["median_seconds"]
+        v = ratio(a, b)
         ratios["a/b"] = (v, ">= 1.5", v >= 1.5)
     if b and c:
-        v = b["median_seconds"] / c["median_seconds"]
+        v = ratio(b, c)
         ratios["b/c"] = (v, "<= 1.10", v <= 1.10)
     for spec in args.switch:  # the handwritten pipeline against mnist_sweep's switched modes
         rb = find("b", spec)
         if a and rb:
-            v = a["median_seconds"] / rb["median_seconds"]
+            v = ratio(a, rb)
             ratios[f"a/b[{spec}]"] = (v, ">= 1.5", v >= 1.5)
     effects = []
     for spec in args.switch:
@@ -707,9 +722,9 @@ def build_report(args: argparse.Namespace, runs: list[dict[str, Any]],
         effects.append({
             "switches": spec,
             "c_s": rc["median_seconds"] if rc else None,
-            "c_ratio": rc["median_seconds"] / c["median_seconds"] if rc and c else None,
+            "c_ratio": ratio(rc, c) if rc and c else None,
             "b_s": rb["median_seconds"] if rb else None,
-            "b_ratio": rb["median_seconds"] / b["median_seconds"] if rb and b else None,
+            "b_ratio": ratio(rb, b) if rb and b else None,
             "b_val_acc": rb["val_acc"][-1] if rb else None,
             "b_test_acc": rb.get("test_acc") if rb else None,
         })
@@ -823,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
                     wait_for_idle(args.wait_idle)
                 print(f"[{i}/{len(steps)}] run {mode} {spec or 'baseline'}"
                       + (f" (round {k})" if args.rounds > 1 else "") + " ...", flush=True)
-                r = run_mode(mode, args, spec, workdir, k)
+                r = run_mode(mode, args, spec, workdir, k, attempt)
                 print(f"    epochs {', '.join(f'{s:.2f}' for s in r['epoch_seconds'])} s; "
                       f"others used {r['others_cores']:.2f} cores", flush=True)
                 # With --wait-idle, a run that other processes disturbed is done again
