@@ -169,7 +169,15 @@ class RunConfig:
     filters: int = 16  # copied into model.filters
     seed: int = 1
     resume: bool = True
-    optimized_metric: str = "val/acc_best"
+    # What a job returns to a sweeper (set by hparams_search=optuna); None for grid sweeps.
+    optimized_metric: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(not (self.data.val_size == 0 and self.optimized_metric
+                    and self.optimized_metric.startswith("val/")),
+               "optimized_metric", self.optimized_metric,
+               "a test/ metric, or a data.val_size > 0: data.val_size=0 trains on all the "
+               "training images and leaves no validation set to measure")
 
 
 def validate(cfg: DictConfig) -> RunConfig:

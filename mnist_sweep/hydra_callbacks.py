@@ -91,9 +91,9 @@ class SweepCallback(Callback):
         metrics = status.get("metrics") or {}
         result = status.get("status", "unknown")
         if result == "finished":
-            result += (f": test/acc={metrics.get('test/acc', float('nan')):.4f} "
-                       f"val/acc_best={metrics.get('val/acc_best', float('nan')):.4f} "
-                       f"params={metrics.get('params')}")
+            shown = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "val/acc_best")
+                     if metrics.get(k) is not None]
+            result += f": {' '.join(shown)} params={metrics.get('params')}"
         elif status.get("error"):
             result += f": {status['error']}"
         log.info("[job %d of %s] %s -> %s", config.hydra.job.num + 1, total,

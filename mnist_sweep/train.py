@@ -68,13 +68,25 @@ def hparams_of(cfg: RunConfig, dataset: str, params: int) -> dict[str, Any]:
         "epochs": cfg.trainer.max_epochs, "seed": cfg.seed, "params": params,
         "dropout": cfg.model.dropout, "weight_decay": cfg.optim.weight_decay,
         "label_smoothing": cfg.model.label_smoothing, "augment": cfg.data.augment.enabled,
-        "precision": str(cfg.trainer.precision),
+        "precision": str(cfg.trainer.precision), "val_size": cfg.data.val_size,
     }
+
+
+# Values of signature keys added after some result folders were written: an older folder
+# without the key ran with this value.
+SIGNATURE_DEFAULTS = {"val_size": 5000}
 
 
 def job_signature(cfg: RunConfig) -> dict[str, Any]:
     """What makes two runs the same job: a folder's finished result is reused only for this."""
     return {k: v for k, v in hparams_of(cfg, cfg.data.name, 0).items() if k != "params"}
+
+
+def same_job(recorded: dict[str, Any] | None, signature: dict[str, Any]) -> bool:
+    """Whether a folder's recorded signature is this job's (older records lack newer keys)."""
+    if recorded is None:
+        return True
+    return SIGNATURE_DEFAULTS | recorded == SIGNATURE_DEFAULTS | signature
 
 
 def _devices(cfg: RunConfig, job_num: int | None) -> Any:
@@ -118,7 +130,9 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
     return pl.Trainer(
         accelerator=t.accelerator, devices=_devices(cfg, job_num), precision=t.precision,
         max_epochs=t.max_epochs, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches, limit_test_batches=t.limit_test_batches,
+        # data.val_size=0: every training image is used to train and nothing is validated.
+        limit_val_batches=t.limit_val_batches if cfg.data.val_size else 0,
+        limit_test_batches=t.limit_test_batches,
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
         logger=logger, callbacks=callbacks, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=50, default_root_dir=str(job_dir),
@@ -149,7 +163,8 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
                                version=datamodule.dataset_label, default_hp_metric=False)
     if resume_from is None:
         hparams = hparams_of(cfg, datamodule.dataset_label, model.num_parameters)
-        logger.log_hyperparams(hparams, {m: 0.0 for m in HPARAM_METRICS}
+        metrics = [m for m in HPARAM_METRICS if cfg.data.val_size or not m.startswith("val/")]
+        logger.log_hyperparams(hparams, {m: 0.0 for m in metrics}
                                | {"params": float(model.num_parameters)})
     divergence = DivergenceGuard()
     trainer = build_trainer(cfg, job_dir, logger, job_num, [divergence])
@@ -164,7 +179,8 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
     trainer.test(model, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     final = {
-        "val/acc_best": float(model.best_val_acc), "val/acc": fit_metrics.get("val/acc"),
+        "val/acc_best": float(model.best_val_acc) if cfg.data.val_size else None,
+        "val/acc": fit_metrics.get("val/acc"),
         "test/acc": test_metrics.get("test/acc"), "test/loss": test_metrics.get("test/loss"),
         "epochs": trainer.current_epoch, "params": model.num_parameters,
         "epoch_seconds": fit_metrics.get("time/epoch_seconds"),
@@ -205,7 +221,7 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     previous = read_status(job_dir) or {}
     signature = job_signature(run_cfg)
     if previous.get("status") == FINISHED:
-        if previous.get("signature", signature) != signature:
+        if not same_job(previous.get("signature"), signature):
             message = (f"{job_dir} holds a finished run of a different configuration "
                        f"({previous.get('signature')}); finished results are never "
                        f"overwritten. Choose a new folder (hydra.run.dir=... or "
@@ -215,7 +231,7 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
                        f"are never overwritten. Choose a new folder or drop resume=false.")
         else:
             log.info("%s already finished: skipping (resume=true)", job_dir)
-            return previous.get("metrics", {}).get(run_cfg.optimized_metric)
+            return previous.get("metrics", {}).get(run_cfg.optimized_metric or "")
         if not multirun:
             print(f"Error: {message}", file=sys.stderr)
             raise SystemExit(1)
@@ -266,5 +282,5 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     write_status(job_dir, FINISHED, metrics=metrics, error=None)
-    value = metrics.get(run_cfg.optimized_metric)
+    value = metrics.get(run_cfg.optimized_metric or "")
     return None if value is None or not math.isfinite(value) else value

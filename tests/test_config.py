@@ -110,3 +110,9 @@ def test_cli_help_and_cfg_job(tmp_path) -> None:
     printed = run_cli(["--cfg", "job", "head=gap", "optim.lr=0.01"], cwd=tmp_path)
     assert printed.returncode == 0
     assert "head: gap" in printed.stdout and "lr: 0.01" in printed.stdout
+
+
+def test_training_on_all_images_leaves_nothing_to_optimise_on_validation() -> None:
+    assert validate(compose_cfg(["data.val_size=0"])).data.val_size == 0
+    with pytest.raises(ConfigError, match="optimized_metric=val/acc_best is not valid"):
+        validate(compose_cfg(["data.val_size=0", "hparams_search=optuna"]))

@@ -100,3 +100,20 @@ def test_wheel_carries_the_configs(tmp_path) -> None:
     assert "mnist_sweep/conf/config.yaml" in names
     assert "mnist_sweep/conf/head/gmp.yaml" in names
     assert "mnist_sweep/conf/experiment/seed004.yaml" in names
+
+
+def test_val_size_zero_trains_on_every_image_and_validates_nothing(tiny_root, tmp_path) -> None:
+    import torch
+
+    proc = run_cli([f"data.root={tiny_root}", *TINY, "data.val_size=0",
+                    "hydra.run.dir=all60k"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    job = tmp_path / "all60k"
+    status = json.loads((job / "status.json").read_text())
+    assert status["status"] == "finished" and status["signature"]["val_size"] == 0
+    assert status["metrics"]["val/acc_best"] is None and status["metrics"]["test/acc"] > 0
+    acc, _ = read_tb(job / "tb" / "mnist")
+    assert not {"val/acc", "val/loss"} & set(acc.Tags()["scalars"])
+    # 640 tiny training images in batches of 64: 10 steps an epoch, not (640 - 128) / 64 = 8.
+    ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2 * 10
