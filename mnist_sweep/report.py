@@ -20,7 +20,7 @@ import shlex
 import statistics
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Run:
     epochs_completed: int
     sec_per_epoch: float | None
     val_curve: list[float]
+    overrides: list[str] = field(default_factory=list)  # the job's command-line overrides
 
     @property
     def finished(self) -> bool:
@@ -238,6 +239,7 @@ def read_run(job_dir: Path) -> Run:
         test_acc=last("test/acc"), test_loss=last("test/loss"),
         epochs_completed=len(seconds),
         sec_per_epoch=statistics.median(seconds) if seconds else None, val_curve=val_curve,
+        overrides=[str(o) for o in overrides or []],
     )
 
 
@@ -464,7 +466,7 @@ def results_markdown(results: Results, path: Path) -> str:
     ]
     lines += _md_table(
         ["config", "n", "seeds", "test acc mean", "test acc std", "best val acc mean",
-         "best val acc std", "params", "mean s/epoch"],
+         "best val acc std", "params", "mean s/epoch", "overrides shared by its runs"],
         [_group_cells(g) for g in results.groups])
     lines += ["", "## Runs", ""]
     lines += _md_table(
@@ -476,6 +478,18 @@ def results_markdown(results: Results, path: Path) -> str:
     return "\n".join([*lines, ""])
 
 
+def shared_overrides(group: Group) -> str:
+    """The overrides every run of a group was started with, less the seed and the settings
+    that do not change a result: how to run the configuration again, e.g. `experiment=tuned`.
+    """
+    def counts(override: str) -> bool:
+        key = override.split("=", 1)[0].lstrip("+~")
+        return key != "seed" and key not in NOT_RESULT_KEYS and not key.startswith("hydra")
+
+    first, *others = [r.overrides for r in group.runs] or [[]]
+    return " ".join(o for o in first if counts(o) and all(o in rest for rest in others))
+
+
 def _group_cells(group: Group) -> list[str]:
     done = group.finished
     test_mean, test_std = group.stats("test_acc")
@@ -485,7 +499,7 @@ def _group_cells(group: Group) -> list[str]:
     return [group.label, str(len(done)), ", ".join(map(_seed, done)),
             _num(test_mean), _std(test_std), _num(val_mean), _std(val_std),
             ", ".join(map(_int, params)) or "-",
-            _num(seconds, 2)]
+            _num(seconds, 2), _code(shared_overrides(group) or None)]
 
 
 def write_results(results: Results, path: Path) -> list[Path]:

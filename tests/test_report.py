@@ -209,6 +209,12 @@ def test_results_mean_and_std_over_seeds(head_sweep, seed_sweep, tmp_path: Path)
     assert row["best val acc mean"] == f"{statistics.fmean(vals):.4f}"
     assert row["best val acc std"] == f"{statistics.stdev(vals):.4f}"
     assert groups["head=gap"]["n"] == "1" and groups["head=gap"]["test acc std"] == ""
+    # How to run each configuration again: what all its runs were started with, less the seed
+    # (the gmp runs come from two sweeps, one of them sweeping the seed, not the head).
+    shared = {k: r["overrides shared by its runs"] for k, r in groups.items()}
+    assert shared["head=gap"].startswith("`head=gap data.val_size=128 ")
+    assert "head=" not in shared["head=gmp"] and "seed=" not in shared["head=gmp"]
+    assert "data.batch_size=64" in shared["head=gmp"] and "data.root" not in shared["head=gmp"]
     runs = md_table(text, "## Runs")
     assert len(runs) == 6 and sum(r["status"] == "failed" for r in runs) == 2
     rows = read_csv(out.with_suffix(".csv"))
