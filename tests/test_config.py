@@ -58,13 +58,21 @@ def test_seed004_preset_is_the_week2_network() -> None:
     assert (cfg.trainer.max_epochs, cfg.data.batch_size) == (20, 128)
 
 
-@pytest.mark.parametrize("preset", ["seed000_gmp", "seed000_gap", "tuned"])
+@pytest.mark.parametrize("preset", ["seed000_gmp", "seed000_gap", "tuned", "best"])
 def test_presets_stay_under_budget(preset: str) -> None:
     cfg = validate(compose_cfg([f"experiment={preset}"]))
     net = build_network(cfg.model.head, cfg.model.separable, cfg.model.filters,
                         cfg.model.dropout, cfg.model.transition_channels)
     assert count_parameters(net) < 20_000
     assert cfg.trainer.max_epochs <= 20
+
+
+def test_best_preset_is_tuned_with_smoothing_and_scaling() -> None:
+    tuned, best = (validate(compose_cfg([f"experiment={p}"])) for p in ("tuned", "best"))
+    assert (best.model.label_smoothing, best.data.augment.scale) == (0.1, 0.1)
+    best.model.label_smoothing, best.data.augment.scale = (tuned.model.label_smoothing,
+                                                           tuned.data.augment.scale)
+    assert best == tuned
 
 
 def test_scalars_are_overridable() -> None:
