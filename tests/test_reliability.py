@@ -60,10 +60,17 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> 
     assert "already finished: skipping" in again.stdout + again.stderr
 
 
+def _restore_sigint() -> None:
+    """A shell without job control starts background commands with SIGINT ignored, and
+    children inherit that; give the sweep the default disposition a terminal would give it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "MPLCONFIGDIR": MPL_CONFIG_DIR}
     return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_restore_sigint)
 
 
 def _wait_for(folder: Path, pattern: str, proc: subprocess.Popen, timeout: float = 240) -> None:
