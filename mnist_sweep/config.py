@@ -87,6 +87,11 @@ class DataConfig:
         _check(0 <= self.val_size < 60000, "data.val_size", self.val_size,
                "an integer in 0..59999")
 
+    @property
+    def validates(self) -> bool:
+        """False with val_size=0: every training image trains and nothing is validated."""
+        return self.val_size > 0
+
 
 @dataclass
 class OptimConfig:
@@ -173,7 +178,7 @@ class RunConfig:
     optimized_metric: str | None = None
 
     def __post_init__(self) -> None:
-        _check(not (self.data.val_size == 0 and self.optimized_metric
+        _check(not (not self.data.validates and self.optimized_metric
                     and self.optimized_metric.startswith("val/")),
                "optimized_metric", self.optimized_metric,
                "a test/ metric, or a data.val_size > 0: data.val_size=0 trains on all the "

@@ -130,8 +130,7 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
     return pl.Trainer(
         accelerator=t.accelerator, devices=_devices(cfg, job_num), precision=t.precision,
         max_epochs=t.max_epochs, limit_train_batches=t.limit_train_batches,
-        # data.val_size=0: every training image is used to train and nothing is validated.
-        limit_val_batches=t.limit_val_batches if cfg.data.val_size else 0,
+        limit_val_batches=t.limit_val_batches if cfg.data.validates else 0,
         limit_test_batches=t.limit_test_batches,
         enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
         logger=logger, callbacks=callbacks, enable_model_summary=False,
@@ -163,7 +162,7 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
                                version=datamodule.dataset_label, default_hp_metric=False)
     if resume_from is None:
         hparams = hparams_of(cfg, datamodule.dataset_label, model.num_parameters)
-        metrics = [m for m in HPARAM_METRICS if cfg.data.val_size or not m.startswith("val/")]
+        metrics = [m for m in HPARAM_METRICS if cfg.data.validates or not m.startswith("val/")]
         logger.log_hyperparams(hparams, {m: 0.0 for m in metrics}
                                | {"params": float(model.num_parameters)})
     divergence = DivergenceGuard()
@@ -179,7 +178,7 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
     trainer.test(model, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     final = {
-        "val/acc_best": float(model.best_val_acc) if cfg.data.val_size else None,
+        "val/acc_best": float(model.best_val_acc) if cfg.data.validates else None,
         "val/acc": fit_metrics.get("val/acc"),
         "test/acc": test_metrics.get("test/acc"), "test/loss": test_metrics.get("test/loss"),
         "epochs": trainer.current_epoch, "params": model.num_parameters,
