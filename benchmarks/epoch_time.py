@@ -109,7 +109,7 @@ def synchronize(device) -> None:
 def seed004_network(filters: int = 16, transition: int = 10):
     """The seed-004 network (head=flatten, not separable); smaller with --overhead."""
     sys.path.insert(0, str(REPO))
-    from mnist_sweep.network import build_network
+    from mnist_sweep.job.network import build_network
 
     return build_network(head="flatten", separable=False, filters=filters,
                          transition_channels=transition)
@@ -219,8 +219,8 @@ def run_bare(args: argparse.Namespace, sw: Switches, result: dict[str, Any]) -> 
     import torch.nn.functional as F
 
     sys.path.insert(0, str(REPO))
-    from mnist_sweep.data import make_splits
-    from mnist_sweep.datasets import load_dataset
+    from mnist_sweep.job.data import make_splits
+    from mnist_sweep.job.datasets import load_dataset
 
     if sw.threads:
         torch.set_num_threads(sw.threads)
@@ -539,9 +539,9 @@ def count_host_reads(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     sys.path.insert(0, str(REPO))
     from mnist_sweep.config import RunConfig
-    from mnist_sweep.data import MNISTDataModule
-    from mnist_sweep.lightning_callbacks import DivergenceGuard, EpochTimer
-    from mnist_sweep.module import CNNClassifier
+    from mnist_sweep.job.callbacks import DivergenceGuard, EpochTimer
+    from mnist_sweep.job.data import MNISTDataModule
+    from mnist_sweep.job.module import CNNClassifier
 
     reads: collections.Counter[str] = collections.Counter()
     active = [False]

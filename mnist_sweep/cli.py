@@ -18,7 +18,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_entry(cfg: DictConfig) -> float | None:
     """Hydra's task function; returns the optimised metric (for the Optuna sweeper)."""
-    from mnist_sweep.train import run_job  # heavy imports after Hydra parsed the command line
+    from mnist_sweep.job.train import run_job  # heavy imports after Hydra parsed the command line
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

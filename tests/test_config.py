@@ -9,7 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mnist_sweep.config import ConfigError, validate
-from mnist_sweep.network import build_network, count_parameters
+from mnist_sweep.job.network import build_network, count_parameters
 from mnist_sweep.paths import config_dir
 from tests.conftest import run_cli
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_sweep.augment import random_affine
 from mnist_sweep.config import DataConfig
-from mnist_sweep.data import MNISTDataModule, make_splits
-from mnist_sweep.datasets import DataError, load_dataset
+from mnist_sweep.job.augment import random_affine
+from mnist_sweep.job.data import MNISTDataModule, make_splits
+from mnist_sweep.job.datasets import DataError, load_dataset
 from tests.conftest import FILES, TINY, run_cli, write_tiny_mnist
 
 

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_sweep.config import ConfigError, validate
-from mnist_sweep.status import read_status
+from mnist_sweep.job.status import read_status
 
 log = logging.getLogger("mnist_sweep")
 NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
@@ -32,7 +32,7 @@ def fail(message: str) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    from mnist_sweep.datasets import DataError, check_root
+    from mnist_sweep.job.datasets import DataError, check_root
 
     try:
         run_cfg = validate(cfg)

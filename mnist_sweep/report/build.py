@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from mnist_sweep.status import FINISHED, STATUS_FILE, read_status
+from mnist_sweep.job.status import FINISHED, STATUS_FILE, read_status
 
 # Report column -> key of the job's config; the names of the HParams record (train.hparams_of).
 CHOICES = {
@@ -542,6 +542,3 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Error: cannot write the report: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
-
-if __name__ == "__main__":
-    main()

@@ -25,15 +25,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mnist_sweep.config import ConfigError, RunConfig, validate
-from mnist_sweep.data import MNISTDataModule
-from mnist_sweep.datasets import DataError
-from mnist_sweep.lightning_callbacks import (
+from mnist_sweep.job.callbacks import (
     DivergedError,
     DivergenceGuard,
     EpochTimer,
 )
-from mnist_sweep.module import CNNClassifier
-from mnist_sweep.status import (
+from mnist_sweep.job.data import MNISTDataModule
+from mnist_sweep.job.datasets import DataError
+from mnist_sweep.job.module import CNNClassifier
+from mnist_sweep.job.status import (
     DIVERGED,
     FAILED,
     FINISHED,

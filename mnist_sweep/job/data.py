@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 
-from mnist_sweep.augment import random_affine
 from mnist_sweep.config import DataConfig
-from mnist_sweep.datasets import LoadedDataset, load_dataset
+from mnist_sweep.job.augment import random_affine
+from mnist_sweep.job.datasets import LoadedDataset, load_dataset
 
 
 class TensorBatches:

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_sweep.config import ModelConfig, OptimConfig, SchedulerConfig
-from mnist_sweep.network import build_network, count_parameters
-from mnist_sweep.schedules import build_optimizer, build_scheduler
+from mnist_sweep.job.network import build_network, count_parameters
+from mnist_sweep.job.schedules import build_optimizer, build_scheduler
 
 
 class CNNClassifier(pl.LightningModule):

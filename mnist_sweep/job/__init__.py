@@ -1,0 +1,1 @@
+"""One job of a sweep: data, network, LightningModule, training and its status file."""

@@ -1,0 +1,3 @@
+from mnist_sweep.report.build import main
+
+main()
