@@ -1,11 +1,14 @@
-"""Lightning callbacks of a job: epoch timing and divergence."""
+"""Lightning callbacks of a job: epoch timing, progress in status.json, divergence."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
+
+from mnist_sweep.job.status import RUNNING, read_status_or_none, write_status
 
 
 class DivergedError(RuntimeError):
@@ -20,6 +23,40 @@ class EpochTimer(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.log("time/epoch_seconds", time.perf_counter() - self._start, on_epoch=True)
+
+
+class ProgressRecorder(pl.Callback):
+    """Writes the job's progress into status.json after every epoch.
+
+    The live view of a sweep and a resumed job's message read it from there, so progress
+    is visible across processes (joblib workers, submitit jobs, other hosts).
+    """
+
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir = job_dir
+        self.epoch_seconds: list[float] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a resumed job keeps the times of the epochs it had already trained
+        previous = read_status_or_none(self.job_dir) or {}
+        self.epoch_seconds = list(previous.get("epoch_seconds") or [])[:trainer.current_epoch]
+        write_status(self.job_dir, RUNNING, epoch=trainer.current_epoch,
+                     max_epochs=trainer.max_epochs, epoch_seconds=self.epoch_seconds)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        metrics = trainer.callback_metrics
+
+        def value(key: str) -> float | None:
+            return float(metrics[key]) if key in metrics else None
+
+        write_status(self.job_dir, RUNNING, epoch=trainer.current_epoch + 1,
+                     max_epochs=trainer.max_epochs, val_acc=value("val/acc"),
+                     val_acc_best=value("val/acc_best"), train_loss=value("train/loss"),
+                     epoch_seconds=self.epoch_seconds)
 
 
 class DivergenceGuard(pl.Callback):

@@ -29,6 +29,7 @@ from mnist_sweep.job.callbacks import (
     DivergedError,
     DivergenceGuard,
     EpochTimer,
+    ProgressRecorder,
 )
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
@@ -117,7 +118,7 @@ def _check_checkpoint(path: Path, model: CNNClassifier) -> None:
 def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
                   job_num: int | None, extra_callbacks: list[pl.Callback]) -> pl.Trainer:
     t = cfg.trainer
-    callbacks: list[pl.Callback] = [EpochTimer(), *extra_callbacks]
+    callbacks: list[pl.Callback] = [EpochTimer(), ProgressRecorder(job_dir), *extra_callbacks]
     if cfg.logger.checkpoint_every_epoch:
         # One file, replaced atomically after every epoch. An interrupted job resumes from
         # here: the end of its last whole epoch (Lightning cannot resume reliably mid-epoch).

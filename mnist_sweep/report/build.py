@@ -33,7 +33,8 @@ from rich.table import Table
 from rich.text import Text
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from mnist_sweep.job.status import FINISHED, STATUS_FILE, read_status
+from mnist_sweep.job.status import FINISHED, STATUS_FILE
+from mnist_sweep.job.status import read_status_or_none as read_status
 
 # Report column -> key of the job's config; the names of the HParams record (train.hparams_of).
 CHOICES = {

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_sweep.config import ConfigError, validate
-from mnist_sweep.job.status import read_status
+from mnist_sweep.job.status import read_status_or_none as read_status
 
 log = logging.getLogger("mnist_sweep")
 NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
