@@ -137,6 +137,7 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     deterministic: bool = False
     num_threads: int | None = None
+    lightning_info: bool = False  # Lightning's INFO lines (job/quiet.py)
 
     def __post_init__(self) -> None:
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "trainer.accelerator",

@@ -34,6 +34,7 @@ from mnist_sweep.job.callbacks import (
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
 from mnist_sweep.job.module import CNNClassifier
+from mnist_sweep.job.quiet import quiet_lightning
 from mnist_sweep.job.status import (
     DIVERGED,
     FAILED,
@@ -126,14 +127,15 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
         callbacks.append(ModelCheckpoint(dirpath=job_dir / CHECKPOINT_DIR, filename="last",
                                          save_top_k=1, monitor=None,
                                          enable_version_counter=False))
-    if t.enable_progress_bar:
+    bar = t.enable_progress_bar and job_num is None  # a multirun shows its live view instead
+    if bar:
         callbacks.append(RichProgressBar(leave=True))
     return pl.Trainer(
         accelerator=t.accelerator, devices=_devices(cfg, job_num), precision=t.precision,
         max_epochs=t.max_epochs, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches if cfg.data.validates else 0,
         limit_test_batches=t.limit_test_batches,
-        enable_progress_bar=t.enable_progress_bar, deterministic=t.deterministic,
+        enable_progress_bar=bar, deterministic=t.deterministic,
         logger=logger, callbacks=callbacks, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=50, default_root_dir=str(job_dir),
         enable_checkpointing=cfg.logger.checkpoint_every_epoch,
@@ -142,6 +144,7 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
 
 def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict[str, Any]:
     """Train and test one configuration; return the final metrics. Raises on failure."""
+    quiet_lightning(cfg.trainer.lightning_info)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -1,0 +1,375 @@
+"""The live view of a running sweep: one table of all its jobs, kept up to date.
+
+It runs in the sweep's main process and follows the jobs through the status.json files they
+rewrite after every epoch (job/callbacks.py: ProgressRecorder), never through the jobs'
+own output: so it shows the same thing whether the jobs run in this process (the basic
+launcher), in worker processes (joblib), in separate processes or hosts (submitit), or as
+the trials of a search, where a job folder appears per trial.
+
+On a terminal the table is redrawn in place (rich.live) and log lines scroll above it; when
+stdout is not a terminal (a log file, a pipe, CI) it prints one plain line per job per epoch
+instead. A multirun's jobs show no progress bar of their own (job/train.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from mnist_sweep.job.status import (
+    FINAL,
+    FINISHED,
+    RUNNING,
+    STATUS_FILE,
+    StatusDamaged,
+    read_status,
+)
+
+WAITING, DAMAGED = "waiting", "damaged"
+# Overrides that never tell two jobs apart (where the data is, how much is printed).
+QUIET_KEYS = ("data.root", "resume", "trainer.enable_progress_bar", "trainer.num_threads",
+              "trainer.lightning_info", "hydra.")
+STYLES = {FINISHED: "green", RUNNING: "bold cyan", WAITING: "dim", "pruned": "yellow"}
+
+
+@dataclass
+class JobState:
+    """One row of the view: what a job's folder says right now."""
+
+    num: int | None
+    name: str          # the job folder's name (or `#k` before it exists)
+    label: str         # the overrides that tell it apart from the other jobs
+    status: str
+    epoch: int = 0
+    max_epochs: int | None = None
+    val_acc: float | None = None
+    val_acc_best: float | None = None
+    sec_per_epoch: float | None = None
+    note: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status not in (RUNNING, WAITING)
+
+
+def sec_per_epoch(seconds: list[float]) -> float | None:
+    """Median seconds per epoch, leaving out the first epoch (start-up) when there are more."""
+    seconds = [s for s in seconds if isinstance(s, (int, float))]
+    if not seconds:
+        return None
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def job_num(name: str) -> int | None:
+    """Hydra's job number from a folder name such as `3_head=gap,filters=16` (or `3`)."""
+    match = re.match(r"(\d+)(?:_|$)", name)
+    return int(match.group(1)) if match else None
+
+
+def shown_overrides(overrides: list[str]) -> list[str]:
+    return [o for o in map(str, overrides)
+            if not o.lstrip("+~").startswith(QUIET_KEYS)]
+
+
+def labels_of(override_lists: list[list[str]]) -> list[str]:
+    """Name each job by the overrides that differ between the jobs (all of them if none do)."""
+    lists = [shown_overrides(o) for o in override_lists]
+    common = set.intersection(*map(set, lists)) if lists else set()
+    return [" ".join(o for o in overrides if o not in common) or " ".join(overrides)
+            or "(defaults)" for overrides in lists]
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class SweepWatcher:
+    """Reads the state of every job of a sweep from its folder."""
+
+    def __init__(self, sweep_dir: Path, planned: list[list[str]] | None = None,
+                 total: int | None = None) -> None:
+        self.sweep_dir = Path(sweep_dir)
+        self.planned = planned
+        self.total = len(planned) if planned is not None else total
+        self.started = time.time()
+        self._overrides: dict[str, list[str]] = {}
+
+    def _job_dirs(self) -> list[Path]:
+        try:
+            entries = list(self.sweep_dir.iterdir())
+        except OSError:  # not created yet
+            return []
+        return [p for p in entries if p.is_dir() and not p.name.startswith(".")
+                and ((p / STATUS_FILE).is_file() or (p / ".hydra").is_dir())]
+
+    def _overrides_of(self, job_dir: Path) -> list[str]:
+        if job_dir.name not in self._overrides:
+            try:
+                loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+            except (OSError, yaml.YAMLError):
+                return []  # not written yet: try again at the next look
+            self._overrides[job_dir.name] = [str(o) for o in loaded or []]
+        return self._overrides[job_dir.name]
+
+    def _state(self, num: int | None, name: str, job_dir: Path | None) -> JobState:
+        state = JobState(num, name, "", WAITING)
+        if job_dir is None:
+            return state
+        try:
+            status = read_status(job_dir)
+        except StatusDamaged as exc:
+            state.status, state.note = DAMAGED, str(exc)
+            return state
+        if status is None:
+            return state
+        state.status = status.get("status", "unknown")
+        if state.status not in FINAL and _before(status.get("updated"), self.started):
+            # left by an earlier command in this folder: this sweep runs it again
+            state.status, state.note = WAITING, f"was {status.get('status')}"
+            return state
+        state.epoch = int(status.get("epoch") or 0)
+        state.max_epochs = status.get("max_epochs")
+        state.val_acc = status.get("val_acc")
+        state.val_acc_best = status.get("val_acc_best")
+        state.sec_per_epoch = sec_per_epoch(status.get("epoch_seconds") or [])
+        if state.status != RUNNING and state.status != FINISHED:
+            state.note = status.get("error") or ""
+        return state
+
+    def states(self) -> list[JobState]:
+        """Every job: the planned ones in order (waiting until their folder appears), then
+        the folders that are not in the plan (trials of a search), by job number."""
+        dirs = {p.name: p for p in self._job_dirs()}
+        by_num = {job_num(name): path for name, path in dirs.items()
+                  if job_num(name) is not None}
+        rows: list[tuple[JobState, list[str]]] = []
+        used: set[str] = set()
+        for num, overrides in enumerate(self.planned or []):
+            job_dir = by_num.get(num)
+            if job_dir is not None:
+                used.add(job_dir.name)
+            rows.append((self._state(num, job_dir.name if job_dir else f"#{num}", job_dir),
+                         overrides))
+        rest = sorted((p for n, p in dirs.items() if n not in used),
+                      key=lambda p: (job_num(p.name) is None, job_num(p.name) or 0, p.name))
+        for job_dir in rest:
+            rows.append((self._state(job_num(job_dir.name), job_dir.name, job_dir),
+                         self._overrides_of(job_dir)))
+        for (state, _), label in zip(rows, labels_of([o for _, o in rows]), strict=True):
+            state.label = label
+        return [state for state, _ in rows]
+
+    def time_left(self, states: list[JobState]) -> float | None:
+        """Seconds until the sweep ends, estimated from the epochs still to train and the
+        seconds per epoch seen so far, shared by the jobs running at once."""
+        speeds = [s.sec_per_epoch for s in states if s.sec_per_epoch]
+        epochs = [s.max_epochs for s in states if s.max_epochs]
+        if not speeds or not epochs:
+            return None
+        typical, planned_epochs = statistics.median(speeds), max(epochs)
+        work = 0.0
+        for s in states:
+            if not s.done:
+                todo = (s.max_epochs or planned_epochs) - s.epoch
+                work += max(todo, 0) * (s.sec_per_epoch or typical)
+        unseen = (self.total or 0) - len(states)  # trials of a search not started yet
+        work += max(unseen, 0) * planned_epochs * typical
+        running = sum(s.status == RUNNING for s in states)
+        return work / max(running, 1)
+
+    def summary(self, states: list[JobState]) -> str:
+        total = self.total if self.total is not None else len(states)
+        counts: dict[str, int] = {}
+        for s in states:
+            if s.done and s.status != FINISHED:
+                counts[s.status] = counts.get(s.status, 0) + 1
+        finished = sum(s.status == FINISHED for s in states)
+        running = sum(s.status == RUNNING for s in states)
+        others = "".join(f", {n} {status}" for status, n in sorted(counts.items()))
+        left = self.time_left(states) if running or sum(s.done for s in states) < total else 0
+        return (f"{finished} of {total} jobs finished{others}, {running} running; "
+                f"{fmt_duration(time.time() - self.started)} elapsed, "
+                f"about {fmt_duration(left)} left")
+
+
+def _before(updated: Any, started: float) -> bool:
+    """Whether a status record was last written before this sweep started (1 s steps)."""
+    try:
+        return time.mktime(time.strptime(str(updated), "%Y-%m-%dT%H:%M:%S")) < int(started)
+    except (ValueError, OverflowError):
+        return False
+
+
+def _acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def epoch_text(state: JobState) -> str:
+    return f"{state.epoch}/{state.max_epochs}" if state.max_epochs else "-"
+
+
+def render(watcher: SweepWatcher, states: list[JobState]) -> Group:
+    """The table, one row per job, and the sweep's progress under it."""
+    table = Table(title=Text(f"Sweep {watcher.sweep_dir}"), title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("job", justify="right", no_wrap=True)
+    # the config keeps its width on a narrow terminal (wrapped at spaces); the note gives way
+    longest = max((len(word) for s in states for word in s.label.split()), default=6)
+    table.add_column("config", min_width=min(longest, 40))
+    table.add_column("status", no_wrap=True)
+    for name in ("epoch", "val acc", "best", "s/epoch"):
+        table.add_column(name, justify="right", no_wrap=True)
+    notes = any(s.note for s in states)
+    if notes:
+        table.add_column("note", max_width=60)
+    for s in states:
+        table.add_row(
+            "-" if s.num is None else str(s.num), s.label,
+            Text(s.status, style=STYLES.get(s.status, "red")), epoch_text(s),
+            _acc(s.val_acc), _acc(s.val_acc_best),
+            "-" if s.sec_per_epoch is None else f"{s.sec_per_epoch:.2f}",
+            *([s.note] if notes else []))
+    return Group(table, Text(watcher.summary(states)))
+
+
+def epoch_line(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
+    """The plain line printed when a job completes an epoch (stdout not a terminal)."""
+    total = watcher.total if watcher.total is not None else len(states)
+    number = "?" if state.num is None else state.num + 1
+    speed = "" if state.sec_per_epoch is None else f", {state.sec_per_epoch:.2f} s/epoch"
+    return (f"[job {number} of {total}] {state.label}: epoch {epoch_text(state)}, "
+            f"val acc {_acc(state.val_acc)}, best {_acc(state.val_acc_best)}{speed} "
+            f"| sweep: {watcher.summary(states)}")
+
+
+class LiveView:
+    """Shows a sweep's jobs until `stop()`: redrawn in place on a terminal, else as lines."""
+
+    def __init__(self, watcher: SweepWatcher, stream: TextIO | None = None,
+                 interval: float | None = None) -> None:
+        self.watcher = watcher
+        self.stream = stream or sys.stdout
+        self.terminal = self.stream.isatty()
+        self.interval = interval or 0.5
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: Live | None = None
+        self._seen: dict[str, int] = {}
+        self._handlers: list[tuple[logging.StreamHandler, TextIO]] = []
+
+    def start(self) -> LiveView:
+        if self.terminal:
+            original = (sys.stdout, sys.stderr)
+            self._live = Live(console=Console(file=self.stream), auto_refresh=False,
+                              redirect_stdout=True, redirect_stderr=True,
+                              vertical_overflow="visible")
+            self._live.start()
+            self._repoint_log_handlers(original)
+        self._look()
+        self._thread = threading.Thread(target=self._run, name="sweep-live-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def _repoint_log_handlers(self, original: tuple[TextIO, TextIO]) -> None:
+        """Log handlers opened before the view write to the real stdout/stderr, which would
+        tear the table: send them through rich's redirect, which prints above it."""
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler) and handler.stream in original:
+                stream = sys.stdout if handler.stream is original[0] else sys.stderr
+                self._handlers.append((handler, handler.setStream(stream)))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._look()
+            except Exception:  # a view must never stop a sweep; the next look tries again
+                continue
+
+    def _look(self) -> None:
+        states = self.watcher.states()
+        if self._live is not None:
+            self._live.update(render(self.watcher, states), refresh=True)
+            return
+        for state in states:
+            # one line per epoch seen; epochs shorter than the interval share a line
+            if state.status != WAITING and state.epoch > self._seen.get(state.name, 0):
+                self._seen[state.name] = state.epoch
+                print(epoch_line(self.watcher, state, states), file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        """Show the final state and give the terminal back; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        if self._live is None:
+            self._look()  # the lines of the epochs since the last look
+        else:
+            live, self._live = self._live, None
+            try:
+                live.update(render(self.watcher, self.watcher.states()), refresh=True)
+            finally:
+                live.stop()
+                for handler, stream in self._handlers:
+                    handler.setStream(stream)
+                self._handlers.clear()
+
+
+_active: LiveView | None = None
+
+
+def start_live_view(sweep_dir: Path, planned: list[list[str]] | None,
+                    total: int | None) -> LiveView:
+    """Start the one live view of this process; it is stopped at exit whatever happens
+    (an exception, Ctrl-C), so the terminal is always given back."""
+    global _active
+    stop_live_view()
+    _active = LiveView(SweepWatcher(sweep_dir, planned, total)).start()
+    return _active
+
+
+def stop_live_view() -> None:
+    global _active
+    view, _active = _active, None
+    if view is not None:
+        view.stop()
+
+
+atexit.register(stop_live_view)
+
+
+class LiveViewCallback(Callback):
+    """Hydra callback (conf/config.yaml: hydra.callbacks.live), listed after the sweep's own
+    callback: it starts once the sweep has been checked, and Hydra calls the end callbacks
+    in reverse order, so the view is stopped before the report is printed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mnist_sweep.sweep.callbacks import expand_basic_sweep
+
+        planned = expand_basic_sweep(config)
+        trials = config.hydra.sweeper.get("n_trials")
+        start_live_view(Path(str(config.hydra.sweep.dir)), planned,
+                        int(trials) if isinstance(trials, int) else None)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        stop_live_view()

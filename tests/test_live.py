@@ -1,0 +1,160 @@
+"""The live view of a sweep, as a user sees it: real tiny sweeps in a real terminal (tmux, read
+back with capture-pane), interrupted with Ctrl-C, and through a pipe (one line per epoch)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MPL_CONFIG_DIR, run_cli
+
+HEADS = ["head=gmp", "head=gap", "head=flatten"]
+# Like conftest.TINY, but without trainer.enable_progress_bar=false: a multirun turns the
+# jobs' own bars off by itself.
+TINY_LIVE = ["data.val_size=128", "data.batch_size=64", "trainer.num_threads=1"]
+LIVE_HEADER = re.compile(r"job\s+config\s+status\s+epoch\s+val acc\s+best\s+s/epoch")
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="tmux is not installed (apt-get install -y tmux)")
+
+
+class Terminal:
+    """A 160x50 tmux pane on a server of its own (never the user's tmux server)."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.tmux = ["tmux", "-L", f"mnist_sweep_test_{os.getpid()}_{time.monotonic_ns()}",
+                     "-f", os.devnull]
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([*self.tmux, *args], capture_output=True, text=True,
+                              check=True, timeout=30).stdout
+
+    def start(self, args: list[str]) -> None:
+        env = {"XDG_CACHE_HOME": str(self.cwd / ".cache"), "MPLCONFIGDIR": MPL_CONFIG_DIR,
+               "HYDRA_FULL_ERROR": "", "TERM": "xterm-256color"}
+        command = " ".join(
+            ["cd", shlex.quote(str(self.cwd)), "&&", "env", "-u", "MNIST_SWEEP_DATA",
+             "-u", "COLUMNS", "-u", "LINES",  # the pane's own size, not the caller's
+             *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
+             shlex.quote(sys.executable), "-m", "mnist_sweep", *map(shlex.quote, args),
+             ";", "echo", "SWEEP-EXIT=$?;", "sleep", "600"])
+        self("new-session", "-d", "-s", "live", "-x", "160", "-y", "50", command)
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "live")
+
+    def history(self) -> str:
+        return self("capture-pane", "-p", "-t", "live", "-S", "-")
+
+    def wait_for(self, pattern: str, timeout: float = 240) -> tuple[str, list[str]]:
+        """Poll the screen until `pattern` shows; return the history and every screen seen."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen.append(self.screen())
+            if re.search(pattern, seen[-1]):
+                return self.history(), seen
+            time.sleep(0.25)
+        raise AssertionError(f"{pattern!r} never appeared; the screen:\n{self.history()}")
+
+    def close(self) -> None:
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def terminal(tmp_path: Path):
+    term = Terminal(tmp_path)
+    yield term
+    term.close()
+
+
+def live_tables(text: str) -> list[list[str]]:
+    """Each drawing of the live table in a screen's text, as its lines (header to caption)."""
+    tables = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if LIVE_HEADER.search(line):
+            block = []
+            for row in lines[i + 2:]:
+                block.append(row)
+                if " jobs finished" in row:
+                    break
+            tables.append(block)
+    return tables
+
+
+def row_of(table: list[str], label: str) -> list[str]:
+    rows = [line.split() for line in table if re.search(rf"\s{re.escape(label)}\s", line)]
+    assert len(rows) == 1, (label, table)
+    return rows[0]
+
+
+@needs_tmux
+def test_live_view_in_a_terminal(terminal: Terminal, tiny_root: Path) -> None:
+    sweep_dir = terminal.cwd / "sweep"
+    terminal.start(["head=gmp,gap,flatten", "-m", *TINY_LIVE,
+                    "trainer.max_epochs=3", f"data.root={tiny_root}",
+                    f"hydra.sweep.dir={sweep_dir}"])
+    history, screens = terminal.wait_for(r"SWEEP-EXIT=\d+")
+    assert "SWEEP-EXIT=0" in history, history
+    # while it ran, the screen showed the table with a job running and others waiting
+    during = [t for s in screens for t in live_tables(s) if any(" running " in r for r in t)]
+    assert during, "the live view never showed a running job:\n" + "\n".join(screens[-3:])
+    assert any(" waiting " in row for table in during for row in table)
+    # the last drawing: every job of the sweep, finished, 3 of 3 epochs, with accuracies
+    final = live_tables(history)[-1]
+    for head in HEADS:
+        row = row_of(final, head)
+        assert row[2:4] == ["finished", "3/3"], row
+        assert 0.0 <= float(row[4]) <= float(row[5]) <= 1.0 and float(row[6]) > 0
+    assert "3 of 3 jobs finished, 0 running" in final[-1]
+    assert re.search(r"\d:\d\d:\d\d elapsed, about 0:00:00 left", final[-1])
+    # the live table replaced the jobs' progress bars; the report follows it
+    assert not re.search(r"Epoch \d+/\d+", history) and "it/s" not in history
+    assert history.index(final[-1]) < history.index("Report of ")
+    assert terminal("display", "-p", "-t", "live", "#{cursor_flag}").strip() == "1"
+
+
+@needs_tmux
+def test_ctrl_c_stops_the_live_view_cleanly(terminal: Terminal, tiny_root: Path) -> None:
+    sweep_dir = terminal.cwd / "sweep"
+    terminal.start(["head=gmp,gap", "-m", *TINY_LIVE, "trainer.max_epochs=200",
+                    f"data.root={tiny_root}", f"hydra.sweep.dir={sweep_dir}"])
+    terminal.wait_for(r"running\s+[1-9]\d*/200")
+    terminal("send-keys", "-t", "live", "C-c")
+    history, _ = terminal.wait_for(r"SWEEP-EXIT=\d+", timeout=60)
+    assert "SWEEP-EXIT=130" in history, history
+    assert live_tables(history), history
+    final = live_tables(history)[-1]
+    gmp, gap = row_of(final, "head=gmp"), row_of(final, "head=gap")
+    assert gmp[2] == "interrupted" and re.fullmatch(r"[1-9]\d*/200", gmp[3]), gmp
+    assert gap[2] == "waiting", gap
+    assert "0 of 2 jobs finished, 1 interrupted, 0 running" in final[-1]
+    assert "Traceback" not in history
+    assert terminal("display", "-p", "-t", "live", "#{cursor_flag}").strip() == "1"
+
+
+def test_live_view_through_a_pipe_prints_a_line_per_epoch(tmp_path: Path,
+                                                          tiny_root: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(["head=gmp,gap", "-m", *TINY_LIVE, "trainer.max_epochs=3",
+                    f"data.root={tiny_root}", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = re.findall(r"^\[job (\d) of 2\] (head=\w+): epoch (\d)/3, val acc (\S+), "
+                       r"best (\S+), (\S+) s/epoch \| sweep: (\d) of 2 jobs finished",
+                       proc.stdout, flags=re.MULTILINE)
+    for num, head in (("1", "head=gmp"), ("2", "head=gap")):
+        epochs = [int(e) for n, h, e, *_ in lines if (n, h) == (num, head)]
+        assert epochs and epochs == sorted(set(epochs)) and epochs[-1] == 3, proc.stdout
+    assert all(0.0 <= float(val) <= float(best) <= 1.0 for *_, val, best, _, _ in lines)
+    # plain lines only: no cursor movement or redrawn tables in a log
+    assert "\x1b[" not in proc.stdout and not LIVE_HEADER.search(proc.stdout)

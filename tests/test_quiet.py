@@ -1,0 +1,54 @@
+"""Quiet by default: a real run prints none of Lightning's informational lines, still prints
+its warnings, and `trainer.lightning_info=true` brings the informational lines back."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+
+CHATTER = (
+    "GPU available:", "TPU available:", "litlogger", "Tip:",
+    "`Trainer(limit_train_batches=1.0)` was configured so",
+    "`Trainer(limit_val_batches=1.0)` was configured so",
+    "`Trainer(limit_test_batches=1.0)` was configured so",
+    "Loading `train_dataloader` to estimate number of stepping batches",
+    "`Trainer.fit` stopped: `max_epochs=1` reached",
+)
+# A warning Lightning gives through Python's warnings: fp16 AMP does not exist on the CPU.
+FP16_WARNING = "AMP with fp16 is not supported on CPU"
+
+
+def single_run(tmp_path: Path, tiny_root: Path, name: str,
+               *extra: str) -> subprocess.CompletedProcess:
+    proc = run_cli([*TINY, "trainer.max_epochs=1", "trainer.accelerator=cpu",
+                    f"data.root={tiny_root}",
+                    f"hydra.run.dir={tmp_path / name}", *extra], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("quiet")
+    return {name: (proc.stdout + proc.stderr) for name, proc in (
+        ("quiet", single_run(tmp, tiny_root, "quiet", "trainer.precision=16-mixed")),
+        ("info", single_run(tmp, tiny_root, "info", "trainer.lightning_info=true")))}
+
+
+def test_a_run_is_quiet_by_default(runs: dict[str, str]) -> None:
+    output = runs["quiet"]
+    assert [line for line in CHATTER if line in output] == []
+    assert "trainable parameters" in output, "the project's own lines are still printed"
+
+
+def test_warnings_are_still_shown(runs: dict[str, str]) -> None:
+    assert FP16_WARNING in runs["quiet"]
+
+
+def test_lightning_info_brings_the_lines_back(runs: dict[str, str]) -> None:
+    output = runs["info"]
+    assert [line for line in CHATTER if line not in output] == []
