@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -11,6 +13,7 @@ from omegaconf import DictConfig
 
 from mnist_sweep.paths import config_dir
 from mnist_sweep.resolvers import register_resolvers
+from mnist_sweep.sweep.callbacks import DRY_RUN_ENV
 
 register_resolvers()
 
@@ -27,11 +30,35 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    # `--dry-run` is ours, not Hydra's: list what would happen to every job, train nothing.
+    if "--dry-run" in sys.argv:
+        sys.argv.remove("--dry-run")
+        os.environ[DRY_RUN_ENV] = "1"
     # Hydra's argparse stops at the first override, so `head=gmp,gap -m data.root=x` would
     # fail: lift -m/--multirun in front of the overrides, wherever the user typed it.
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in flags)]
-    hydra_entry()
+    try:
+        hydra_entry()
+    except SystemExit as exc:
+        if type(exc).__name__ == "WriteFailed":  # raised only once job.train is imported
+            stop_after_write_failure(exc)
+        raise
+
+
+def stop_after_write_failure(exc: Any) -> None:
+    """A job could not write its folder: stop the sweep with one message and whatever
+    report the disk still takes (the jobs after it would fail the same way)."""
+    print(f"Error: {exc.message}", file=sys.stderr)
+    if exc.sweep_dir is not None:
+        from mnist_sweep.report import build_report
+
+        try:
+            build_report(exc.sweep_dir)
+        except Exception as report_exc:  # the same full disk, most likely
+            print(f"The sweep's report could not be written either ({report_exc}); run "
+                  f"`mnist-sweep-report {exc.sweep_dir}` once there is space.", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

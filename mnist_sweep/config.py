@@ -137,11 +137,22 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     deterministic: bool = False
     num_threads: int | None = None
+    # A mean training loss above this ends the run as diverged: a classifier guessing
+    # uniformly among 10 classes has a loss of ln 10 = 2.3, so 100 is a run that blew up.
+    divergence_loss: float = 100.0
     lightning_info: bool = False  # Lightning's INFO lines (job/quiet.py)
 
     def __post_init__(self) -> None:
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "trainer.accelerator",
                self.accelerator, "auto | cpu | gpu | mps")
+        _check(self.accelerator not in ("gpu", "cuda") or _has_cuda(), "trainer.accelerator",
+               self.accelerator, "auto or cpu: torch sees no CUDA GPU on this machine")
+        _check(self.accelerator != "mps" or _has_mps(), "trainer.accelerator",
+               self.accelerator, "auto or cpu: torch sees no Apple GPU (MPS) here")
+        _check(self.devices == 1 or (isinstance(self.devices, list) and len(self.devices) == 1),
+               "trainer.devices", self.devices,
+               "1 (one job trains on one device; run jobs side by side with "
+               "hydra/launcher=joblib, and job k of a sweep takes GPU k mod the GPU count)")
         _check(str(self.precision) in PRECISIONS, "trainer.precision", self.precision,
                " | ".join(PRECISIONS))
         _check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "an integer >= 1")
@@ -153,12 +164,24 @@ class TrainerConfig:
             _check(ok, f"trainer.{key}", value, "a batch count >= 1 or a fraction in (0, 1]")
         _check(self.num_threads is None or self.num_threads >= 1, "trainer.num_threads",
                self.num_threads, "null or an integer >= 1")
+        _check(self.divergence_loss > 0, "trainer.divergence_loss", self.divergence_loss,
+               "a loss > 0")
 
 
 @dataclass
 class LoggerConfig:
     name: str = "tb"
     checkpoint_every_epoch: bool = True
+
+
+@dataclass
+class SearchTrialConfig:
+    """The Optuna trial a job of a search reports to (set by the search sweeper, never by
+    hand): where the study is stored, its name and the trial's number."""
+
+    storage: str = ""
+    study_name: str = ""
+    number: int = 0
 
 
 @dataclass
@@ -177,8 +200,15 @@ class RunConfig:
     resume: bool = True
     # What a job returns to a sweeper (set by hparams_search=optuna); None for grid sweeps.
     optimized_metric: str | None = None
+    # Which trial of a search this job is (not a setting of the training).
+    search_trial: SearchTrialConfig | None = None
 
     def __post_init__(self) -> None:
+        sched = self.scheduler
+        _check(sched.name != "onecycle" or sched.max_lr is None or sched.max_lr > self.optim.lr,
+               "scheduler.max_lr", sched.max_lr,
+               f"a peak above optim.lr={self.optim.lr} (the one-cycle schedule starts at "
+               f"optim.lr and rises to scheduler.max_lr), or null for 10 x optim.lr")
         _check(not (not self.data.validates and self.optimized_metric
                     and self.optimized_metric.startswith("val/")),
                "optimized_metric", self.optimized_metric,
@@ -186,11 +216,34 @@ class RunConfig:
                "training images and leaves no validation set to measure")
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _has_mps() -> bool:
+    import torch
+
+    return torch.backends.mps.is_available()
+
+
+# Keys that only a config group sets: a group removed on the command line (`~head`) would
+# otherwise leave the schema's default in place, silently.
+GROUP_KEYS = {"model.head": "head=gmp", "optim.name": "optim=adam",
+              "scheduler.name": "scheduler=inverse_time", "data.name": "data=mnist"}
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check a composed config and return it as typed dataclasses.
 
     Raises ConfigError with a one-line, actionable message.
     """
+    for key, example in GROUP_KEYS.items():
+        if OmegaConf.select(cfg, key, default=None) is None:
+            group = example.split("=")[0]
+            raise ConfigError(f"{key} has no value: the `{group}` config group was removed "
+                              f"(`~{group}`?). Choose one of its options, e.g. `{example}`.")
     try:
         # Hydra's own node is left out unresolved: resolving it would create output folders.
         plain = OmegaConf.to_container(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -27,6 +28,35 @@ def unique_dir(path: str) -> str:
             candidate = base.with_name(f"{base.name}-{n}")
 
 
+# Job folder names are `<num>_<overrides>`; file systems allow 255 bytes per name, and a
+# sweep with many overrides exceeds it. Longer names keep a readable prefix and a hash.
+FOLDER_NAME_BYTES = 120
+
+
+def short_name(text: str, limit: int = FOLDER_NAME_BYTES) -> str:
+    """`text` itself when it fits in `limit` bytes, else its prefix + `-` + 10 hex digits of
+    its hash, so that different long names stay different."""
+    raw = str(text).encode()
+    if len(raw) <= limit:
+        return str(text)
+    digest = hashlib.sha1(raw).hexdigest()[:10]
+    prefix = raw[:limit - len(digest) - 1].decode(errors="ignore").rstrip(",=")
+    return f"{prefix}-{digest}"
+
+
+def job_files_subdir(output_dir: str) -> str | None:
+    """Where Hydra writes a job's config files: `.hydra`, or nowhere (None) in a folder that
+    holds a finished result, which a re-run skips and must leave byte-identical."""
+    from mnist_sweep.job.status import FINAL, read_status_or_none
+
+    status = read_status_or_none(Path(output_dir))
+    return None if status and status.get("status") in FINAL else ".hydra"
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
+    if not OmegaConf.has_resolver("short_name"):
+        OmegaConf.register_new_resolver("short_name", short_name)
+    if not OmegaConf.has_resolver("job_files_subdir"):
+        OmegaConf.register_new_resolver("job_files_subdir", job_files_subdir)

@@ -44,7 +44,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> 
     assert by_status[jobs[0].name] == "finished"  # good data, sane lr
     assert by_status[jobs[1].name] == "diverged"  # good data, lr=1e30
     assert by_status[jobs[2].name] == "failed" and by_status[jobs[3].name] == "failed"
-    assert "training loss is nan" in status_of(jobs[1])["error"]
+    assert "loss is nan" in status_of(jobs[1])["error"]
     assert str(labels) in status_of(jobs[2])["error"]
     assert "3 job(s) did not finish" in proc.stderr
     # the diverged run stopped after its first epoch instead of running on
@@ -125,10 +125,14 @@ def test_sigterm_checkpoints_and_a_changed_network_is_refused(tiny_root, tmp_pat
     assert status_of(tmp_path / "run")["status"] == "interrupted"
     assert "hydra.run.dir=" in output
 
+    # resuming with a changed configuration is refused before anything is written
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     wrong = run_cli([*args, "filters=32"], cwd=tmp_path)
-    assert wrong.returncode == 1
-    assert "was saved by a different network" in wrong.stderr
+    assert wrong.returncode == 2
+    assert "unfinished (interrupted) run started with another configuration" in wrong.stderr
+    assert "model.filters: 16 -> 32" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
     resumed = run_cli(args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -136,7 +140,7 @@ def test_sigterm_checkpoints_and_a_changed_network_is_refused(tiny_root, tmp_pat
     assert status["status"] == "finished" and status["metrics"]["epochs"] == 3
 
     overwrite = run_cli([*args, "resume=false"], cwd=tmp_path)
-    assert overwrite.returncode == 1 and "never overwritten" in overwrite.stderr
+    assert overwrite.returncode == 2 and "never overwritten" in overwrite.stderr
     assert status_of(tmp_path / "run") == status
 
 

@@ -60,18 +60,35 @@ class ProgressRecorder(pl.Callback):
 
 
 class DivergenceGuard(pl.Callback):
-    """Stops a run whose epoch training loss is not finite (one check per epoch, no sync).
+    """Stops a run that blew up: a training loss that is not finite or above `max_loss`, or
+    a validation loss that is not finite (one check per epoch, no sync per step).
 
     It asks the trainer to stop rather than raising, so the diverged epoch's metrics still
     reach TensorBoard; the job runner then records the run as diverged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_loss: float) -> None:
+        self.max_loss = max_loss
         self.reason: str | None = None
+
+    def _stop(self, trainer: pl.Trainer, reason: str) -> None:
+        if self.reason is None:
+            self.reason = f"{reason} after epoch {trainer.current_epoch + 1}: lower optim.lr " \
+                          f"or change the schedule"
+        trainer.should_stop = True
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(trainer, f"validation loss is {float(loss)}")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         loss = trainer.callback_metrics.get("train/loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.reason = (f"training loss is {float(loss)} after epoch {trainer.current_epoch}"
-                           f": lower optim.lr or change the schedule")
-            trainer.should_stop = True
+        if loss is None:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            self._stop(trainer, f"training loss is {value}")
+        elif value > self.max_loss:
+            self._stop(trainer, f"training loss is {value:.4g}, above trainer.divergence_loss="
+                                f"{self.max_loss:g}")

@@ -33,7 +33,7 @@ def build_scheduler(optimizer: Optimizer, cfg: SchedulerConfig, base_lr: float,
         max_lr = cfg.max_lr if cfg.max_lr is not None else 10 * base_lr
         scheduler = OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 1),
                                pct_start=cfg.pct_start, anneal_strategy="linear",
-                               div_factor=max_lr / base_lr if base_lr < max_lr else 25.0,
+                               div_factor=max_lr / base_lr,  # starts at optim.lr
                                final_div_factor=100.0)
         return {"scheduler": scheduler, "interval": "step"}
     if cfg.name == "cosine":

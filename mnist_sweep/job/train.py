@@ -4,13 +4,16 @@ Everything a job leaves behind lives in its own folder (Hydra's output dir):
     .hydra/            the composed config and overrides (written by Hydra)
     tb/<dataset>/      TensorBoard event files: scalars per epoch and the hparams record
     checkpoints/       last.ckpt, to continue an interrupted job
-    status.json        running | finished | failed | diverged | interrupted, with metrics
+    status.json        running | finished | failed | diverged | interrupted | pruned
+    .mnist_sweep.lock  held while a process trains here (see locks.py)
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import shutil
 import signal
 import sys
 import warnings
@@ -31,64 +34,65 @@ from mnist_sweep.job.callbacks import (
     EpochTimer,
     ProgressRecorder,
 )
+from mnist_sweep.job.checkpoints import (
+    CHECKPOINT_DIR,
+    AtomicCheckpointIO,
+    CheckpointError,
+    RandomState,
+    check_checkpoint,
+    last_checkpoint,
+)
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
+from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session_start
 from mnist_sweep.job.module import CNNClassifier
+from mnist_sweep.job.pruning import TrialPruned, trial_pruning
 from mnist_sweep.job.quiet import quiet_lightning
+from mnist_sweep.job.signature import job_signature
 from mnist_sweep.job.status import (
     DIVERGED,
     FAILED,
     FINISHED,
     INTERRUPTED,
+    PRUNED,
     RUNNING,
-    read_status,
     write_status,
 )
+from mnist_sweep.locks import FolderLocked, acquire, release
 
 log = logging.getLogger(__name__)
 # Noise from Lightning's internals on recent torch releases; nothing a user can act on.
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-CHECKPOINT_DIR = "checkpoints"
-HPARAM_METRICS = ("val/acc_best", "test/acc", "test/loss")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that does not fit the configured network."""
 
 
 class JobInterrupted(SystemExit):
     """Ctrl-C or SIGTERM: the job saved its state and the process should stop."""
 
 
-def hparams_of(cfg: RunConfig, dataset: str, params: int) -> dict[str, Any]:
-    """The HParams-tab record: the same keys for every run so TensorBoard can compare them."""
-    return {
-        "head": cfg.model.head, "separable": cfg.model.separable, "filters": cfg.model.filters,
-        "data": dataset, "lr": cfg.optim.lr, "optimizer": cfg.optim.name,
-        "scheduler": cfg.scheduler.name, "batch_size": cfg.data.batch_size,
-        "epochs": cfg.trainer.max_epochs, "seed": cfg.seed, "params": params,
-        "dropout": cfg.model.dropout, "weight_decay": cfg.optim.weight_decay,
-        "label_smoothing": cfg.model.label_smoothing, "augment": cfg.data.augment.enabled,
-        "precision": str(cfg.trainer.precision), "val_size": cfg.data.val_size,
-    }
+class WriteFailed(SystemExit):
+    """The job's folder cannot be written (a full disk): the sweep stops, since every job
+    after this one would fail the same way, half-way through writing its files."""
+
+    def __init__(self, message: str, sweep_dir: Path | None) -> None:
+        super().__init__(1)
+        self.message, self.sweep_dir = message, sweep_dir
 
 
-# Values of signature keys added after some result folders were written: an older folder
-# without the key ran with this value.
-SIGNATURE_DEFAULTS = {"val_size": 5000}
+# errnos of a storage that cannot take more data; torch.save reports them as RuntimeError
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
-def job_signature(cfg: RunConfig) -> dict[str, Any]:
-    """What makes two runs the same job: a folder's finished result is reused only for this."""
-    return {k: v for k, v in hparams_of(cfg, cfg.data.name, 0).items() if k != "params"}
-
-
-def same_job(recorded: dict[str, Any] | None, signature: dict[str, Any]) -> bool:
-    """Whether a folder's recorded signature is this job's (older records lack newer keys)."""
-    if recorded is None:
-        return True
-    return SIGNATURE_DEFAULTS | recorded == SIGNATURE_DEFAULTS | signature
+def write_failure(exc: BaseException) -> str | None:
+    """The OS error behind `exc` when it is a failed write, else None."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            return f"{cause.strerror} ({cause.filename or 'writing the job folder'})"
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("file write failed" in text
+                                          or "PytorchStreamWriter failed" in text):
+        return f"writing a checkpoint failed ({text.splitlines()[0][:200]})"
+    return None
 
 
 def _devices(cfg: RunConfig, job_num: int | None) -> Any:
@@ -100,26 +104,11 @@ def _devices(cfg: RunConfig, job_num: int | None) -> Any:
     return cfg.trainer.devices
 
 
-def _check_checkpoint(path: Path, model: CNNClassifier) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as exc:
-        raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}); delete it to "
-                              f"start this job from scratch.") from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        raise CheckpointError(
-            f"{path} was saved by a different network than the one configured "
-            f"(head={model.model_cfg.head}, separable={model.model_cfg.separable}, "
-            f"filters={model.model_cfg.filters}). Use the overrides it was trained with, a new "
-            f"output folder, or delete the checkpoint to start again.")
-
-
 def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
                   job_num: int | None, extra_callbacks: list[pl.Callback]) -> pl.Trainer:
     t = cfg.trainer
-    callbacks: list[pl.Callback] = [EpochTimer(), ProgressRecorder(job_dir), *extra_callbacks]
+    callbacks: list[pl.Callback] = [EpochTimer(), ProgressRecorder(job_dir), RandomState(),
+                                    *extra_callbacks]
     if cfg.logger.checkpoint_every_epoch:
         # One file, replaced atomically after every epoch. An interrupted job resumes from
         # here: the end of its last whole epoch (Lightning cannot resume reliably mid-epoch).
@@ -139,14 +128,27 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
         logger=logger, callbacks=callbacks, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=50, default_root_dir=str(job_dir),
         enable_checkpointing=cfg.logger.checkpoint_every_epoch,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
-def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict[str, Any]:
-    """Train and test one configuration; return the final metrics. Raises on failure."""
+def _start_afresh(job_dir: Path, logger_name: str) -> None:
+    """A job run again from the start replaces its unfinished attempt's event files and
+    checkpoint, so TensorBoard and the report never merge two attempts into one run."""
+    for stale in (job_dir / logger_name, job_dir / CHECKPOINT_DIR):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
+              resume: bool = False) -> dict[str, Any]:
+    """Train and test one configuration; return the final metrics. Raises on failure.
+
+    `resume`: continue from the folder's last checkpoint (the sweep plan decided it).
+    """
     quiet_lightning(cfg.trainer.lightning_info)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
+    log.info("torch %d CPU threads", torch.get_num_threads())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule(cfg.data, shuffle_seed=cfg.seed)
     datamodule.prepare_data()
@@ -154,30 +156,34 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
     log.info("network: head=%s separable=%s filters=%d -> %d trainable parameters",
              cfg.model.head, cfg.model.separable, cfg.model.filters, model.num_parameters)
 
-    ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"
-    previous = read_status(job_dir) or {}
-    resume_from = ckpt if (cfg.resume and ckpt.is_file()
-                           and previous.get("status") != DIVERGED) else None
+    resume_from = last_checkpoint(job_dir) if resume else None
     if resume_from is not None:
-        _check_checkpoint(resume_from, model)
+        check_checkpoint(resume_from, model)
         log.info("resuming from %s", resume_from)
+    else:
+        _start_afresh(job_dir, cfg.logger.name)
 
     logger = TensorBoardLogger(save_dir=str(job_dir), name=cfg.logger.name,
                                version=datamodule.dataset_label, default_hp_metric=False)
     if resume_from is None:
-        hparams = hparams_of(cfg, datamodule.dataset_label, model.num_parameters)
-        metrics = [m for m in HPARAM_METRICS if cfg.data.validates or not m.startswith("val/")]
-        logger.log_hyperparams(hparams, {m: 0.0 for m in metrics}
-                               | {"params": float(model.num_parameters)})
-    divergence = DivergenceGuard()
-    trainer = build_trainer(cfg, job_dir, logger, job_num, [divergence])
+        write_session_start(logger, hparams_of(cfg, datamodule.dataset_label,
+                                               model.num_parameters))
+        logger.log_metrics({"params": float(model.num_parameters)}, step=0)
+    divergence = DivergenceGuard(cfg.trainer.divergence_loss)
+    pruning = trial_pruning(cfg, job_dir)  # None unless the job is a trial of a search
+    trainer = build_trainer(cfg, job_dir, logger, job_num,
+                            [divergence] + ([pruning] if pruning else []))
     write_status(job_dir, RUNNING, params=model.num_parameters,
                  dataset=datamodule.dataset_label, resumed_from=str(resume_from or ""),
                  error=None)
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
     if divergence.reason:
-        logger.finalize("failed")
+        write_session_end(logger, DIVERGED)
         raise DivergedError(divergence.reason)
+    if pruning is not None and pruning.pruned is not None:
+        write_session_end(logger, PRUNED)
+        logger.finalize("success")
+        raise pruning.pruned
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     trainer.test(model, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -188,6 +194,12 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None) -> dict
         "epochs": trainer.current_epoch, "params": model.num_parameters,
         "epoch_seconds": fit_metrics.get("time/epoch_seconds"),
     }
+    not_finite = [k for k in ("test/loss", "test/acc") if not math.isfinite(final[k] or 0.0)]
+    if not_finite:
+        write_session_end(logger, DIVERGED)
+        raise DivergedError(f"{not_finite[0]} is {final[not_finite[0]]} on the test set: the "
+                            f"trained network produces non-finite outputs; lower optim.lr")
+    write_session_end(logger, FINISHED)
     logger.finalize("success")
     return final
 
@@ -204,6 +216,22 @@ def _install_sigterm_handler() -> Any:
         return None
 
 
+def _record_failure(job_dir: Path, status: str, error: str) -> None:
+    """Record how the job ended, as far as the disk still allows."""
+    try:
+        write_status(job_dir, status, error=error)
+    except OSError as exc:
+        log.error("could not record the job's end in %s/status.json: %s", job_dir, exc)
+
+
+def _give_up(job_dir: Path, multirun: bool, status: str, message: str) -> None:
+    """A job that did not finish: exit non-zero in a single run, carry on in a sweep."""
+    log.error("job %s: %s", status, message)
+    if not multirun:
+        print(f"Error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
             multirun: bool = False) -> float | None:
     """Run one job with the sweep's failure policy and return the metric to optimise.
@@ -211,6 +239,8 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     A finished job is skipped (resume). Failures are recorded in status.json; in a multirun
     the sweep carries on with the next job, in a single run the process exits non-zero.
     """
+    from mnist_sweep.sweep.plan import REFUSE, RESUME, SKIP, judge
+
     job_dir = Path(job_dir)
     try:
         run_cfg = validate(cfg)
@@ -218,42 +248,37 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         if not multirun:
             raise
         job_dir.mkdir(parents=True, exist_ok=True)
-        write_status(job_dir, FAILED, error=str(exc))
+        _record_failure(job_dir, FAILED, str(exc))
         log.error("job failed: %s", exc)
         return None
-    previous = read_status(job_dir) or {}
-    signature = job_signature(run_cfg)
-    if previous.get("status") == FINISHED:
-        if not same_job(previous.get("signature"), signature):
-            message = (f"{job_dir} holds a finished run of a different configuration "
-                       f"({previous.get('signature')}); finished results are never "
-                       f"overwritten. Choose a new folder (hydra.run.dir=... or "
-                       f"hydra.sweep.dir=...).")
-        elif not run_cfg.resume:
-            message = (f"{job_dir} holds a finished run and resume=false; finished results "
-                       f"are never overwritten. Choose a new folder or drop resume=false.")
-        else:
-            log.info("%s already finished: skipping (resume=true)", job_dir)
-            return previous.get("metrics", {}).get(run_cfg.optimized_metric or "")
-        if not multirun:
-            print(f"Error: {message}", file=sys.stderr)
-            raise SystemExit(1)
-        log.error(message)
-        return None
+    verdict = judge(job_dir, run_cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    if verdict.action == SKIP:
+        log.info("%s %s: skipping (resume=true)", job_dir, verdict.detail)
+        from mnist_sweep.job.status import read_status
 
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_status(job_dir, RUNNING, signature=signature, error=None)
+        metrics = (read_status(job_dir) or {}).get("metrics") or {}
+        return metrics.get(run_cfg.optimized_metric or "")
+    if verdict.action == REFUSE:  # checked before the sweep; here only if the folder changed
+        _give_up(job_dir, multirun, "refused", verdict.detail)
+        return None
+    try:
+        acquire(job_dir, "job")
+    except FolderLocked as exc:
+        _give_up(job_dir, multirun, "refused", str(exc))
+        return None
     previous_handler = _install_sigterm_handler()
     try:
-        metrics = train_job(run_cfg, job_dir, job_num)
+        write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)
+        metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME)
+        write_status(job_dir, FINISHED, metrics=metrics, error=None)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
         code = 143 if isinstance(exc, SIGTERMException) else 130
         if type(exc) is SystemExit and exc.code not in (None, 0, 1):
             # A launcher's own exit (submitit requeues a timed-out job with exit code 144):
             # record it and let the launcher see its code unchanged.
-            write_status(job_dir, INTERRUPTED, error=f"stopped by its launcher (exit {exc.code})")
+            _record_failure(job_dir, INTERRUPTED, f"stopped by its launcher (exit {exc.code})")
             raise
-        ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"
+        ckpt = last_checkpoint(job_dir)
         write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})",
                      checkpoint=str(ckpt) if ckpt.is_file() else None)
         again = f"hydra.sweep.dir={job_dir.parent}" if multirun else f"hydra.run.dir={job_dir}"
@@ -262,21 +287,31 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         log.error("job interrupted. Run the same command with %s to continue it %s.", again,
                   where)
         raise JobInterrupted(code) from None
-    except DivergedError as exc:
-        write_status(job_dir, DIVERGED, error=str(exc))
-        log.error("job diverged: %s", exc)
+    except TrialPruned as exc:  # a final end of its own: the search stopped a losing trial
+        write_status(job_dir, PRUNED, epoch=exc.epoch, error=None)
+        line = (f"pruned after epoch {exc.epoch} of {run_cfg.trainer.max_epochs} "
+                f"({run_cfg.optimized_metric}={exc.value:.4f}): behind the search's other trials")
+        log.info("job %s", line)
         if not multirun:
-            raise SystemExit(1) from None
+            print(f"{line}\nfiles: {job_dir}")
+        return None
+    except DivergedError as exc:
+        _record_failure(job_dir, DIVERGED, str(exc))
+        _give_up(job_dir, multirun, DIVERGED, str(exc))
         return None
     except (ConfigError, DataError, CheckpointError) as exc:
-        write_status(job_dir, FAILED, error=str(exc))
-        if not multirun:
-            print(f"Error: {exc}", file=sys.stderr)
-            raise SystemExit(1) from None
-        log.error("job failed: %s", exc)
+        _record_failure(job_dir, FAILED, str(exc))
+        _give_up(job_dir, multirun, FAILED, str(exc))
         return None
     except Exception as exc:  # anything else: keep the sweep going, keep the evidence
-        write_status(job_dir, FAILED, error=f"{type(exc).__name__}: {exc}")
+        failure = write_failure(exc)
+        if failure:
+            _record_failure(job_dir, FAILED, f"cannot write to {job_dir}: {failure}")
+            raise WriteFailed(f"{job_dir} cannot be written: {failure}. Free space (or "
+                              f"choose a folder on another disk) and run the same command "
+                              f"again; finished jobs are kept.",
+                              job_dir.parent if multirun else None) from None
+        _record_failure(job_dir, FAILED, f"{type(exc).__name__}: {exc}")
         log.exception("job failed")
         if not multirun:
             raise SystemExit(1) from None
@@ -284,6 +319,18 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
-    write_status(job_dir, FINISHED, metrics=metrics, error=None)
+        release(job_dir)
+    if not multirun:
+        print_result(job_dir, metrics)
     value = metrics.get(run_cfg.optimized_metric or "")
     return None if value is None or not math.isfinite(value) else value
+
+
+def print_result(job_dir: Path, metrics: dict[str, Any]) -> None:
+    """A single run's last words: its result and where its files are."""
+    val = metrics.get("val/acc_best")
+    print(f"finished: test acc {metrics['test/acc']:.4f}"
+          + (f", best val acc {val:.4f}" if val is not None else "")
+          + f", {metrics['params']:,} parameters, {metrics['epochs']} epochs\n"
+          f"files: {job_dir}  (tensorboard --logdir {job_dir}; "
+          f"mnist-sweep-report {job_dir})")

@@ -18,11 +18,26 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_sweep.config import ConfigError, validate
+from mnist_sweep.config import ConfigError, RunConfig, validate
 from mnist_sweep.job.status import read_status_or_none as read_status
+from mnist_sweep.locks import FolderLocked, acquire, release
+from mnist_sweep.sweep.plan import (
+    REFUSE,
+    SKIP,
+    PlannedJob,
+    Verdict,
+    expand_basic_sweep,
+    format_plan,
+    job_folder,
+    judge,
+    locked,
+    refusals,
+    refuse_in_folder,
+)
 
 log = logging.getLogger("mnist_sweep")
 NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
+DRY_RUN_ENV = "MNIST_SWEEP_DRY_RUN"  # set by `--dry-run` (cli.py)
 
 
 def fail(message: str) -> None:
@@ -31,7 +46,7 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> RunConfig:
     from mnist_sweep.job.datasets import DataError, check_root
 
     try:
@@ -39,18 +54,44 @@ def check_config(cfg: DictConfig) -> None:
         check_root(run_cfg.data.root, run_cfg.data.name, run_cfg.data.download)
     except (ConfigError, DataError) as exc:
         fail(str(exc))
+    return run_cfg
 
 
-def expand_basic_sweep(config: DictConfig) -> list[list[str]] | None:
-    """The override list of every job of a grid sweep (None for other sweepers)."""
-    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
-        return None
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def dry_run_requested() -> bool:
+    return os.environ.get(DRY_RUN_ENV) == "1"
 
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    batches = BasicSweeper.split_arguments(parsed, None)
-    return [list(job) for batch in batches for job in batch]
+
+def plan_grid(config: DictConfig, jobs: list[list[str]], sweep_dir: Path) -> list[PlannedJob]:
+    """Compose, check and judge every job of a grid sweep before the first one starts."""
+    loader = GlobalHydra.instance().config_loader()
+    planned = []
+    for num, overrides in enumerate(jobs):
+        try:
+            job_cfg = loader.load_sweep_config(config, overrides)
+        except Exception as exc:  # e.g. an unknown group option in one sweep value
+            fail(f"{' '.join(overrides)}: {exc}")
+        run_cfg = check_config(job_cfg)
+        folder = job_folder(job_cfg, num)
+        job = PlannedJob(num, overrides, folder, run_cfg,
+                         judge(folder, run_cfg, "hydra.sweep.dir"))
+        refuse_in_folder(job)
+        planned.append(job)
+    return planned
+
+
+def stop_or_go(planned: list[PlannedJob], sweep_dir: Path | None) -> None:
+    """Print the plan and exit for a dry run; refuse the command when any job must be."""
+    if dry_run_requested():
+        print(format_plan(planned, sweep_dir))
+        raise SystemExit(2 if refusals(planned, sweep_dir) else 0)
+    problems = refusals(planned, sweep_dir)
+    if problems:
+        fail("nothing was run or written:\n  - " + "\n  - ".join(problems))
+
+
+def shown_overrides(config: DictConfig) -> list[str]:
+    """A job's overrides as the user would type them: less a search trial's identity."""
+    return [o for o in config.hydra.overrides.task if not o.startswith("++search_trial=")]
 
 
 class SweepCallback(Callback):
@@ -58,21 +99,61 @@ class SweepCallback(Callback):
     trials are part of the search and are only listed in the report."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_config(config)
+        run_cfg = check_config(config)
+        folder = Path(str(config.hydra.run.dir)).resolve()
+        job = PlannedJob(None, list(config.hydra.overrides.task), folder, run_cfg,
+                         judge(folder, run_cfg, "hydra.run.dir"))
+        refuse_in_folder(job)
+        problem = locked(folder.parent)  # a job folder of a sweep that is running
+        if problem:
+            job.verdict = Verdict(REFUSE, problem)
+        stop_or_go([job], None)
+        if job.verdict.action == SKIP:  # leave the finished folder untouched, say what it holds
+            from mnist_sweep.job.status import read_status
+
+            print(f"{folder} holds this run, {job.verdict.detail}; nothing to do "
+                  f"(resume=false would be refused: finished results are never overwritten).")
+            metrics = (read_status(folder) or {}).get("metrics")
+            if metrics:
+                from mnist_sweep.job.train import print_result
+
+                print_result(folder, metrics)
+            raise SystemExit(0)
+        try:
+            acquire(folder, "run")  # before Hydra writes .hydra/ into it
+        except FolderLocked as exc:
+            fail(str(exc))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(str(config.hydra.run.dir)).resolve())
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs = expand_basic_sweep(config)
-        if jobs is None:
-            os.environ[NUM_JOBS_ENV] = str(config.hydra.sweeper.get("n_trials", "?"))
-            check_config(config)
-            return
-        loader = GlobalHydra.instance().config_loader()
-        for overrides in jobs:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        new_folder = not sweep_dir.exists() or not any(sweep_dir.iterdir())
+        if not dry_run_requested():
             try:
-                job_cfg = loader.load_sweep_config(config, overrides)
-            except Exception as exc:  # e.g. an unknown group option in one sweep value
-                fail(f"{' '.join(overrides)}: {exc}")
-            check_config(job_cfg)
+                note = acquire(sweep_dir, "sweep")
+            except FolderLocked as exc:
+                fail(str(exc))
+            if note:
+                log.warning(note)
+        try:
+            self._check_sweep(config, sweep_dir)
+        except SystemExit:  # refused or dry run: the sweep folder is left as it was
+            release(sweep_dir, remove=new_folder)
+            raise
+
+    @staticmethod
+    def _check_sweep(config: DictConfig, sweep_dir: Path) -> None:
+        jobs = expand_basic_sweep(config)
+        if jobs is None:  # a search: its trials are decided while it runs
+            if dry_run_requested():
+                fail("--dry-run lists the jobs of a grid sweep; a search decides its trials "
+                     "while it runs.")
+            check_config(config)
+            os.environ[NUM_JOBS_ENV] = str(config.hydra.sweeper.get("n_trials", "?"))
+            return
+        stop_or_go(plan_grid(config, jobs, sweep_dir), sweep_dir)
         os.environ[NUM_JOBS_ENV] = str(len(jobs))
         log.info("sweep of %d jobs: every configuration checked", len(jobs))
 
@@ -80,7 +161,7 @@ class SweepCallback(Callback):
         if config.hydra.mode.name != "MULTIRUN":
             return
         total = os.environ.get(NUM_JOBS_ENV, "?")
-        overrides = " ".join(config.hydra.overrides.task) or "(defaults)"
+        overrides = " ".join(shown_overrides(config)) or "(defaults)"
         log.info("[job %d of %s] start: %s", config.hydra.job.num + 1, total, overrides)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -94,10 +175,12 @@ class SweepCallback(Callback):
             shown = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "val/acc_best")
                      if metrics.get(k) is not None]
             result += f": {' '.join(shown)} params={metrics.get('params')}"
+        elif result == "pruned":
+            result += f" after epoch {status.get('epoch')} of {status.get('max_epochs')}"
         elif status.get("error"):
             result += f": {status['error']}"
         log.info("[job %d of %s] %s -> %s", config.hydra.job.num + 1, total,
-                 " ".join(config.hydra.overrides.task) or "(defaults)", result)
+                 " ".join(shown_overrides(config)) or "(defaults)", result)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mnist_sweep.report import build_report
@@ -108,6 +191,8 @@ class SweepCallback(Callback):
         except OSError as exc:  # e.g. a read-only sweep folder: the runs themselves are safe
             fail(f"the sweep finished but its report could not be written ({exc}). Run "
                  f"`python -m mnist_sweep.report {sweep_dir}` once the folder is writable.")
+        finally:
+            release(sweep_dir)
         if report.unsuccessful and expand_basic_sweep(config) is not None:
             print(f"{len(report.unsuccessful)} job(s) did not finish: "
                   f"{', '.join(report.unsuccessful)}. Re-run the same command with "
