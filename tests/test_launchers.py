@@ -1,7 +1,6 @@
 """Scale-out through Hydra's own plugins, run for real in subprocesses on tiny data: parallel
-jobs with the joblib launcher, jobs as separate processes with submitit's local executor, an
-Optuna search kept in SQLite and continued by a second invocation, and the Slurm preset's
-composed config (Slurm itself cannot run here)."""
+jobs with the joblib launcher, jobs as separate processes with submitit's local executor, and
+the Slurm preset's composed config (Slurm itself cannot run here). Searches: test_search.py."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from tests.conftest import TINY, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-optuna = pytest.importorskip("optuna")
 
 
 def sweep_dirs(cwd: Path) -> list[Path]:
@@ -92,44 +89,6 @@ def test_submitit_local_runs_each_job_as_its_own_process(
     assert logs.count("Job completed successfully") >= 2, logs
     assert "[job 1 of 2] start:" in logs and "[job 2 of 2] start:" in logs, logs
     assert (sweeps[0] / "summary.csv").is_file(), "no end-of-sweep report"
-
-
-def test_optuna_search_persists_in_sqlite_and_continues(
-        tiny_root: Path, tmp_path: Path, mpl_dir: Path) -> None:
-    db = tmp_path / "study.db"
-    storage = f"sqlite:///{db}"
-    # head, separable and filters fixed: the test searches lr, dropout and weight decay only;
-    # one torch thread, as 2 threads on a busy 2-core machine slow tiny jobs down several-fold
-    search = ["-m", "hparams_search=optuna", f"hydra.sweeper.storage={storage}",
-              "hydra.sweeper.study_name=tiny", "head=gmp", "separable=false", "filters=16",
-              "trainer.num_threads=1", f"data.root={tiny_root}", *TINY]
-
-    first, sweeps = run([*search, "hydra.sweeper.n_trials=3"], tmp_path, mpl_dir)
-    assert len(sweeps) == 1
-    statuses = check_finished_jobs(sweeps[0], 3)
-    assert "[job 3 of 3]" in first.stdout
-    study = optuna.load_study(study_name="tiny", storage=storage)
-    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    trials = study.trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    assert set(trials[0].params) == {"optim.lr", "model.dropout", "optim.weight_decay"}
-    # each trial's value is the val/acc_best its job returned
-    assert sorted(t.value for t in trials) == sorted(s["metrics"]["val/acc_best"]
-                                                     for s in statuses)
-    assert all(3e-4 <= t.params["optim.lr"] <= 3e-2 for t in trials)
-    best = yaml.safe_load((sweeps[0] / "optimization_results.yaml").read_text())
-    assert best["best_value"] == max(t.value for t in trials)
-
-    # the same study, continued: a new sampler seed, or TPE's random start-up trials would
-    # repeat the first invocation's parameters
-    _, sweeps = run([*search, "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=2"],
-                    tmp_path, mpl_dir)
-    assert len(sweeps) == 2, sweeps
-    check_finished_jobs(sweeps[1], 1)
-    trials = optuna.load_study(study_name="tiny", storage=storage).trials
-    assert len(trials) == 4
-    assert trials[3].state == optuna.trial.TrialState.COMPLETE
-    assert trials[3].params["optim.lr"] not in {t.params["optim.lr"] for t in trials[:3]}
 
 
 def test_slurm_preset_composes(tmp_path: Path) -> None:

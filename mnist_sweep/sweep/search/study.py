@@ -1,0 +1,85 @@
+"""Where a search's study lives and which pruner judges its trials.
+
+The sweeper (ask/tell) and the jobs (report/should_prune) open the same study from
+different processes, so both go through these functions: the storage string and the pruner
+settings mean the same thing on either side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+JOURNAL_FILE = "optuna.journal"
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+PRUNER_ATTR = "pruner"  # study user attribute: the pruner spec the jobs rebuild
+
+
+class SearchError(ValueError):
+    """A search setting the user can fix on the command line."""
+
+
+def storage_location(storage: str | None, sweep_dir: Path) -> str:
+    """An absolute storage string: a database URL, or the path of a journal file.
+
+    None means the journal file in the sweep folder, so every search can be continued.
+    Relative paths are made absolute because jobs may run in other processes or folders.
+    """
+    if not storage:
+        return str((sweep_dir / JOURNAL_FILE).resolve())
+    if "://" not in storage:
+        return str(Path(storage).expanduser().resolve())
+    scheme, rest = storage.split("://", 1)
+    if scheme.split("+")[0] == "sqlite" and rest.startswith("/") and not rest.startswith("//"):
+        # sqlite:///relative.db -> sqlite:////absolute/relative.db
+        return f"{scheme}:///{Path(rest[1:]).resolve()}"
+    return storage
+
+
+def open_storage(location: str) -> optuna.storages.BaseStorage:
+    """A database URL opens Optuna's RDB storage, anything else a journal file (which
+    several processes can append to: Optuna locks it per write)."""
+    if "://" in location:
+        kwargs: dict[str, Any] = {}
+        if location.startswith("sqlite"):
+            kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}}
+        return optuna.storages.RDBStorage(location, **kwargs)
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(location).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(location))
+
+
+def pruner_spec(name: str, settings: dict[str, Any], max_epochs: int) -> dict[str, Any]:
+    """The pruner as plain data, stored with the study so every job builds the same one."""
+    if name not in PRUNERS:
+        raise SearchError(f"hydra.sweeper.pruner={name} is not valid: expected "
+                          f"{' | '.join(PRUNERS)}.")
+    for key in ("n_startup_trials", "n_warmup_steps"):
+        value = settings.get(key, 0)
+        if not isinstance(value, int) or value < 0:
+            raise SearchError(f"hydra.sweeper.pruning.{key}={value} is not valid: expected "
+                              f"an integer >= 0.")
+    for key in ("min_resource", "reduction_factor"):
+        value = settings.get(key, 2)
+        if not isinstance(value, int) or value < (2 if key == "reduction_factor" else 1):
+            raise SearchError(f"hydra.sweeper.pruning.{key}={value} is not valid: expected "
+                              f"an integer >= {2 if key == 'reduction_factor' else 1}.")
+    return {"name": name, "max_epochs": max_epochs, **settings}
+
+
+def make_pruner(spec: dict[str, Any] | None) -> optuna.pruners.BasePruner:
+    name = (spec or {}).get("name", "none")
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=spec["n_startup_trials"],
+                                           n_warmup_steps=spec["n_warmup_steps"])
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec["min_resource"], reduction_factor=spec["reduction_factor"])
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec["min_resource"], max_resource=spec["max_epochs"],
+            reduction_factor=spec["reduction_factor"])
+    return optuna.pruners.NopPruner()

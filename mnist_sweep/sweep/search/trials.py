@@ -1,0 +1,118 @@
+"""A trial's bookkeeping across processes: who runs it, where its job folder is, how its
+job ended, and what happens to trials whose search process died.
+
+User attributes of a trial (visible in optuna-dashboard):
+    owner       host:pid of the search process that asked it
+    folder_num  the number in its job folder's name: its own number, or for a trial that
+                replaces one lost with a killed search, the lost trial's (the job then
+                continues from that folder's last checkpoint)
+    retry_of    the number of the trial it replaces
+    job_dir     its job folder (set by the job when training starts)
+    error       why it failed
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mnist_sweep.job.status import FINISHED, PRUNED, read_status_or_none
+
+OWNER, FOLDER_NUM, RETRY_OF, JOB_DIR, ERROR, REPLACED = (
+    "owner", "folder_num", "retry_of", "job_dir", "error", "replaced_by_retry")
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_gone(owner: str | None) -> bool | None:
+    """True if the process that ran a trial no longer exists; None if that cannot be known
+    from here (another host)."""
+    if not owner or ":" not in owner:
+        return True
+    host, pid = owner.rsplit(":", 1)
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except ValueError:
+        return True
+    except PermissionError:  # exists, owned by another user
+        return False
+    return False
+
+
+def frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number == number:
+            return trial
+    raise LookupError(f"study {study.study_name} has no trial {number}")
+
+
+def live_trial(study: optuna.Study, number: int) -> optuna.trial.Trial:
+    """A handle on trial `number` of a stored study, from any process: report, set
+    attributes, ask should_prune() (Optuna's ask-and-tell across processes)."""
+    return optuna.trial.Trial(study, frozen_trial(study, number)._trial_id)
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """A trial replaced by a retry does not use up one of the search's n_trials."""
+    return trial.state != TrialState.WAITING and not trial.user_attrs.get(REPLACED)
+
+
+def job_outcome(job_dir: Path | None, returned: Any, metric: str,
+                ) -> tuple[TrialState, float | None, str | None]:
+    """How a trial ended, from its job's status file and return value."""
+    status = (read_status_or_none(job_dir) if job_dir else None) or {}
+    if status.get("status") == PRUNED:
+        return TrialState.PRUNED, None, None
+    value = returned
+    if value is None and status.get("status") == FINISHED:
+        value = (status.get("metrics") or {}).get(metric)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return TrialState.COMPLETE, float(value), None
+    error = status.get("error") or (f"job ended {status['status']}" if status.get("status")
+                                    else "the job left no status")
+    return TrialState.FAIL, None, error
+
+
+def settle_lost_trials(study: optuna.Study, metric: str) -> list[str]:
+    """Trials left RUNNING by a search process that no longer exists: a job that had ended
+    is recorded as it ended; any other is marked failed and asked again, in its own folder.
+
+    Returns one line per trial for the log.
+    """
+    notes = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = frozen.user_attrs.get(OWNER)
+        gone = owner_is_gone(owner)
+        if not gone:
+            if gone is None:
+                notes.append(f"trial {frozen.number} is running on {owner}: left as it is")
+            continue
+        job_dir = frozen.user_attrs.get(JOB_DIR)
+        state, value, _ = job_outcome(Path(job_dir) if job_dir else None, None, metric)
+        if state == TrialState.FAIL:
+            trial = live_trial(study, frozen.number)
+            trial.set_user_attr(ERROR, "its search process stopped while it ran")
+            trial.set_user_attr(REPLACED, True)
+            study.tell(frozen.number, state=TrialState.FAIL)
+            study.enqueue_trial(frozen.params, user_attrs={
+                FOLDER_NUM: frozen.user_attrs.get(FOLDER_NUM, frozen.number),
+                RETRY_OF: frozen.number}, skip_if_exists=False)
+            notes.append(f"trial {frozen.number} was lost with its search process: marked "
+                         f"failed and asked again with the same parameters")
+        else:
+            study.tell(frozen.number, value, state=state)
+            notes.append(f"trial {frozen.number} had ended ({state.name.lower()}) when its "
+                         f"search process stopped: recorded")
+    return notes
