@@ -149,6 +149,7 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     log.info("torch %d CPU threads", torch.get_num_threads())
+    log.info("torch %d CPU threads", torch.get_num_threads())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule(cfg.data, shuffle_seed=cfg.seed)
     datamodule.prepare_data()
