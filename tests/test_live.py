@@ -99,9 +99,12 @@ def row_of(table: list[str], label: str) -> list[str]:
 
 
 @needs_tmux
-def test_live_view_in_a_terminal(terminal: Terminal, tiny_root: Path) -> None:
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_live_view_in_a_terminal(terminal: Terminal, tiny_root: Path,
+                                 launcher: list[str]) -> None:
     sweep_dir = terminal.cwd / "sweep"
-    terminal.start(["head=gmp,gap,flatten", "-m", *TINY_LIVE,
+    terminal.start(["head=gmp,gap,flatten", "-m", *launcher, *TINY_LIVE,
                     "trainer.max_epochs=3", f"data.root={tiny_root}",
                     f"hydra.sweep.dir={sweep_dir}"])
     history, screens = terminal.wait_for(r"SWEEP-EXIT=\d+")
@@ -121,6 +124,9 @@ def test_live_view_in_a_terminal(terminal: Terminal, tiny_root: Path) -> None:
     # the live table replaced the jobs' progress bars; the report follows it
     assert not re.search(r"Epoch \d+/\d+", history) and "it/s" not in history
     assert history.index(final[-1]) < history.index("Report of ")
+    # redrawn in place: one table left on the screen, then the report's, nothing torn
+    # (jobs in joblib's worker processes write to the same terminal)
+    assert len(live_tables(history)) == 1, history
     assert terminal("display", "-p", "-t", "live", "#{cursor_flag}").strip() == "1"
 
 

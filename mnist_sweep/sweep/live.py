@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
 import statistics
 import sys
@@ -43,9 +44,10 @@ from mnist_sweep.job.status import (
 )
 
 WAITING, DAMAGED = "waiting", "damaged"
+DRAWING_ENV = "MNIST_SWEEP_LIVE_PID"  # the process drawing the table on the terminal
 # Overrides that never tell two jobs apart (where the data is, how much is printed).
 QUIET_KEYS = ("data.root", "resume", "trainer.enable_progress_bar", "trainer.num_threads",
-              "trainer.lightning_info", "hydra.")
+              "trainer.lightning_info", "hydra.", "hparams_search=", "search_trial=")
 STYLES = {FINISHED: "green", RUNNING: "bold cyan", WAITING: "dim", "pruned": "yellow"}
 
 
@@ -88,10 +90,12 @@ def shown_overrides(overrides: list[str]) -> list[str]:
             if not o.lstrip("+~").startswith(QUIET_KEYS)]
 
 
-def labels_of(override_lists: list[list[str]]) -> list[str]:
-    """Name each job by the overrides that differ between the jobs (all of them if none do)."""
+def labels_of(override_lists: list[list[str]], fixed: list[str] = ()) -> list[str]:
+    """Name each job by the overrides that differ between the jobs, leaving out those typed
+    as such on the sweep's command line (`fixed`): a trial of a search is named by the values
+    it drew. A job with nothing left is named by all its overrides."""
     lists = [shown_overrides(o) for o in override_lists]
-    common = set.intersection(*map(set, lists)) if lists else set()
+    common = set(fixed).union(set.intersection(*map(set, lists)) if len(lists) > 1 else ())
     return [" ".join(o for o in overrides if o not in common) or " ".join(overrides)
             or "(defaults)" for overrides in lists]
 
@@ -107,9 +111,10 @@ class SweepWatcher:
     """Reads the state of every job of a sweep from its folder."""
 
     def __init__(self, sweep_dir: Path, planned: list[list[str]] | None = None,
-                 total: int | None = None) -> None:
+                 total: int | None = None, fixed: list[str] = ()) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.planned = planned
+        self.fixed = list(fixed)  # the sweep's command-line overrides
         self.total = len(planned) if planned is not None else total
         self.started = time.time()
         self._overrides: dict[str, list[str]] = {}
@@ -175,7 +180,8 @@ class SweepWatcher:
         for job_dir in rest:
             rows.append((self._state(job_num(job_dir.name), job_dir.name, job_dir),
                          self._overrides_of(job_dir)))
-        for (state, _), label in zip(rows, labels_of([o for _, o in rows]), strict=True):
+        labels = labels_of([o for _, o in rows], self.fixed)
+        for (state, _), label in zip(rows, labels, strict=True):
             state.label = label
         return [state for state, _ in rows]
 
@@ -230,8 +236,7 @@ def epoch_text(state: JobState) -> str:
 
 def render(watcher: SweepWatcher, states: list[JobState]) -> Group:
     """The table, one row per job, and the sweep's progress under it."""
-    table = Table(title=Text(f"Sweep {watcher.sweep_dir}"), title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("job", justify="right", no_wrap=True)
     # the config keeps its width on a narrow terminal (wrapped at spaces); the note gives way
     longest = max((len(word) for s in states for word in s.label.split()), default=6)
@@ -249,7 +254,7 @@ def render(watcher: SweepWatcher, states: list[JobState]) -> Group:
             _acc(s.val_acc), _acc(s.val_acc_best),
             "-" if s.sec_per_epoch is None else f"{s.sec_per_epoch:.2f}",
             *([s.note] if notes else []))
-    return Group(table, Text(watcher.summary(states)))
+    return Group(Text(f"Sweep {watcher.sweep_dir}"), table, Text(watcher.summary(states)))
 
 
 def epoch_line(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
@@ -339,17 +344,18 @@ _active: LiveView | None = None
 
 
 def start_live_view(sweep_dir: Path, planned: list[list[str]] | None,
-                    total: int | None) -> LiveView:
+                    total: int | None, fixed: list[str] = ()) -> LiveView:
     """Start the one live view of this process; it is stopped at exit whatever happens
     (an exception, Ctrl-C), so the terminal is always given back."""
     global _active
     stop_live_view()
-    _active = LiveView(SweepWatcher(sweep_dir, planned, total)).start()
+    _active = LiveView(SweepWatcher(sweep_dir, planned, total, fixed)).start()
     return _active
 
 
 def stop_live_view() -> None:
     global _active
+    os.environ.pop(DRAWING_ENV, None)
     view, _active = _active, None
     if view is not None:
         view.stop()
@@ -368,8 +374,31 @@ class LiveViewCallback(Callback):
 
         planned = expand_basic_sweep(config)
         trials = config.hydra.sweeper.get("n_trials")
-        start_live_view(Path(str(config.hydra.sweep.dir)), planned,
-                        int(trials) if isinstance(trials, int) else None)
+        view = start_live_view(Path(str(config.hydra.sweep.dir)), planned,
+                               int(trials) if isinstance(trials, int) else None,
+                               [str(o) for o in config.hydra.overrides.task])
+        if view.terminal:
+            os.environ[DRAWING_ENV] = str(os.getpid())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         stop_live_view()
+
+
+class SharedTerminalCallback(Callback):
+    """Hydra callback listed before all others (conf/config.yaml: hydra.callbacks.terminal).
+
+    A job in another process that shares the terminal with the live view (a joblib worker)
+    sends its log lines below WARNING only to its log file: written straight to the terminal
+    they would tear the table the sweep's process draws. It must come first, before the
+    other callbacks log the job's start.
+    """
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        drawer = os.environ.get(DRAWING_ENV)
+        if drawer is None or drawer == str(os.getpid()):
+            return
+        for handler in logging.getLogger().handlers:
+            stream = getattr(handler, "stream", None)
+            if (not isinstance(handler, logging.FileHandler) and stream is not None
+                    and hasattr(stream, "isatty") and stream.isatty()):
+                handler.setLevel(logging.WARNING)
