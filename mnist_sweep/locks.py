@@ -5,7 +5,7 @@ checkpoint from both and record every run twice. Each folder that a process trai
 `.mnist_sweep.lock`, locked with flock(2) for as long as the process lives: the kernel
 releases it when the process ends in any way (SIGKILL included), so a lock left by a dead
 process is simply taken over. The file's text names the holder (pid, host, start time,
-command) for the message the next process prints.
+command) for the message the next process prints; a clean end removes the file.
 """
 
 from __future__ import annotations
@@ -52,14 +52,21 @@ def acquire(folder: Path, purpose: str) -> str | None:
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise FolderLocked(
-            f"{folder} is in use by {describe_holder(_holder_text(path))}. Wait for that "
-            f"process to end, or choose another folder for this {purpose}.") from None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderLocked(
+                f"{folder} is in use by {describe_holder(_holder_text(path))}. Wait for that "
+                f"process to end, or choose another folder for this {purpose}.") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed the file as we locked it: lock the new one
     previous = _holder_text(path)
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -72,24 +79,16 @@ def acquire(folder: Path, purpose: str) -> str | None:
     return None
 
 
-def release(folder: Path, remove: bool = False) -> None:
-    """Unlock and empty the lock file: an empty file is the mark of a clean end.
-
-    `remove`: also delete the lock file, and the folder if that leaves it empty (a command
-    refused before it wrote anything leaves no folder behind).
-    """
+def release(folder: Path) -> None:
+    """Remove the lock file and unlock: a lock file left behind marks a process that died."""
     folder = Path(folder).resolve()
     fd = _HELD.pop(folder, None)
     if fd is None:
         return
     try:
-        os.ftruncate(fd, 0)
-        if remove:
-            (folder / LOCK_FILE).unlink(missing_ok=True)
-            if not any(folder.iterdir()):
-                folder.rmdir()
+        (folder / LOCK_FILE).unlink(missing_ok=True)
     except OSError:
-        pass  # a full or read-only disk: the kernel still releases the lock on close
+        pass  # a read-only disk: the kernel still releases the lock on close
     os.close(fd)
 
 

@@ -34,7 +34,8 @@ def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def is_result_key(key: str) -> bool:
-    return key not in NOT_RESULT_KEYS and not key.startswith(NOT_RESULT_PREFIXES)
+    return key not in NOT_RESULT_KEYS and not key.startswith(NOT_RESULT_PREFIXES) \
+        and f"{key}." not in NOT_RESULT_PREFIXES
 
 
 def job_signature(cfg: RunConfig) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from mnist_sweep.sweep.plan import (
     judge,
     locked,
     refusals,
-    refuse_in_folder,
+    refuse_if_locked,
 )
 
 log = logging.getLogger("mnist_sweep")
@@ -74,7 +74,7 @@ def plan_grid(config: DictConfig, jobs: list[list[str]], sweep_dir: Path) -> lis
         folder = job_folder(job_cfg, num)
         job = PlannedJob(num, overrides, folder, run_cfg,
                          judge(folder, run_cfg, "hydra.sweep.dir"))
-        refuse_in_folder(job)
+        refuse_if_locked(job)
         planned.append(job)
     return planned
 
@@ -103,7 +103,7 @@ class SweepCallback(Callback):
         folder = Path(str(config.hydra.run.dir)).resolve()
         job = PlannedJob(None, list(config.hydra.overrides.task), folder, run_cfg,
                          judge(folder, run_cfg, "hydra.run.dir"))
-        refuse_in_folder(job)
+        refuse_if_locked(job)
         problem = locked(folder.parent)  # a job folder of a sweep that is running
         if problem:
             job.verdict = Verdict(REFUSE, problem)
@@ -140,7 +140,9 @@ class SweepCallback(Callback):
         try:
             self._check_sweep(config, sweep_dir)
         except SystemExit:  # refused or dry run: the sweep folder is left as it was
-            release(sweep_dir, remove=new_folder)
+            release(sweep_dir)
+            if new_folder and sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
+                sweep_dir.rmdir()
             raise
 
     @staticmethod

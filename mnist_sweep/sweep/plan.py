@@ -54,6 +54,9 @@ def recorded_command(folder: Path) -> str | None:
 def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
     """The verdict for running `run_cfg` in `folder`; `where` names the override that picks
     the folder (hydra.sweep.dir or hydra.run.dir), for the messages."""
+    too_long = name_too_long(folder)
+    if too_long:
+        return Verdict(REFUSE, too_long)
     try:
         status = read_status(folder)
     except StatusDamaged as exc:
@@ -89,8 +92,8 @@ def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
 
 def name_too_long(folder: Path) -> str | None:
     """A message when a folder name exceeds what its file system allows."""
-    existing = folder
-    while not existing.exists():
+    existing = Path(os.path.abspath(folder))
+    while not _exists(existing):
         existing = existing.parent
     limit = os.pathconf(existing, "PC_NAME_MAX")
     long = [part for part in folder.parts if len(part.encode()) > limit]
@@ -99,6 +102,13 @@ def name_too_long(folder: Path) -> str | None:
                 f"{limit} its file system allows; choose a shorter hydra.sweep.dir / "
                 f"hydra.run.dir or hydra.sweep.subdir.")
     return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long to look up
+        return False
 
 
 def expand_basic_sweep(config: DictConfig) -> list[list[str]] | None:
@@ -157,9 +167,9 @@ def refusals(jobs: list[PlannedJob], sweep_dir: Path | None) -> list[str]:
     return lines
 
 
-def refuse_in_folder(job: PlannedJob) -> None:
-    """Turn a name or lock problem of the job's folder into a refusal verdict."""
-    problem = name_too_long(job.folder) or (locked(job.folder) if job.folder.is_dir() else None)
+def refuse_if_locked(job: PlannedJob) -> None:
+    """Turn a lock held on the job's folder into a refusal verdict."""
+    problem = locked(job.folder) if job.verdict.action != REFUSE and job.folder.is_dir() else None
     if problem:
         job.verdict = Verdict(REFUSE, problem)
 
