@@ -88,10 +88,33 @@ def test_scalars_are_overridable() -> None:
     ("optim.lr=-1", "optim.lr=-1.0 is not valid"),
     ("data.batch_size=0", "data.batch_size=0 is not valid"),
     ("model.filters=abc", "model.filters"),
+    # values that used to be accepted and then ignored or misread
+    ("trainer.accelerator=gpu", "torch sees no CUDA GPU on this machine"),
+    ("trainer.devices=2", "one job trains on one device"),
+    ("~head", "the `head` config group was removed"),
+    ("~optim", "the `optim` config group was removed"),
+    ("scheduler=onecycle,scheduler.max_lr=0.001", "scheduler.max_lr=0.001 is not valid"),
 ])
 def test_bad_values_raise_config_error(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
-        validate(compose_cfg([override]))
+        validate(compose_cfg(override.split(",")))
+
+
+def test_onecycle_starts_at_optim_lr_and_peaks_at_max_lr() -> None:
+    import torch
+
+    from mnist_sweep.job.schedules import build_optimizer, build_scheduler
+
+    run_cfg = validate(compose_cfg(["scheduler=onecycle", "scheduler.max_lr=0.01"]))
+    optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], run_cfg.optim)
+    scheduler = build_scheduler(optimizer, run_cfg.scheduler, run_cfg.optim.lr, 100, 1)
+    assert scheduler is not None
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler["scheduler"].step()
+    assert lrs[0] == pytest.approx(0.003) and max(lrs) == pytest.approx(0.01)
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -102,6 +125,9 @@ def test_bad_values_raise_config_error(override: str, needle: str) -> None:
     (["head=foo"], "head/foo"),
     (["model.fliters=16"], "fliters"),
     (["optim.lr=0.01,-1", "-m"], "optim.lr=-1.0 is not valid"),
+    (["trainer.accelerator=gpu"], "torch sees no CUDA GPU"),
+    (["head=gmp,gap", "trainer.devices=2", "-m"], "trainer.devices=2 is not valid"),
+    (["~head"], "`head` config group was removed"),
 ])
 def test_cli_rejects_bad_input_with_one_message(tmp_path, args, needle) -> None:
     proc = run_cli([*args, "hydra.sweep.dir=sweep", "hydra.run.dir=run"], cwd=tmp_path)
