@@ -23,7 +23,7 @@ def write_search_plot(trials: list[FrozenTrial], direction: StudyDirection, metr
         ax.scatter([t.number for t in pruned],
                    [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
                    marker="x", color="tab:red", zorder=3,
-                   label=f"pruned ({len(pruned)}), at its last epoch")
+                   label=f"pruned ({len(pruned)}): value and epoch when stopped")
         for t in pruned:
             step = max(t.intermediate_values)
             ax.annotate(f"{step}", (t.number, t.intermediate_values[step]), fontsize=7,
@@ -46,6 +46,6 @@ def write_search_plot(trials: list[FrozenTrial], direction: StudyDirection, metr
     ax.set_ylabel(metric)
     ax.set_title(f"search: {metric} per trial (pruned: epoch reached)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.savefig(path, dpi=100)
     return path

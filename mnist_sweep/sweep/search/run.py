@@ -113,8 +113,14 @@ class Search:
                                         name=f"search-worker-{k}") for k in range(self.n_jobs)]
             for t in threads:
                 t.start()
-            for t in threads:
-                t.join()
+            try:
+                for t in threads:
+                    t.join()
+            except KeyboardInterrupt:  # the jobs' own processes got Ctrl-C too and saved
+                log.error("search interrupted. Run the same command with hydra.sweep.dir=%s "
+                          "to continue it: its running trials are asked again in their "
+                          "folders.", self.sweeper.sweep_dir)
+                raise SystemExit(130) from None
             if self._errors:
                 raise self._errors[0]
         return self._finish()
