@@ -24,7 +24,12 @@ from optuna.trial import TrialState  # noqa: E402
 
 from mnist_sweep.sweep.search.check import check_space  # noqa: E402
 from mnist_sweep.sweep.search.space import parse_space  # noqa: E402
-from mnist_sweep.sweep.search.study import SearchError, open_storage  # noqa: E402
+from mnist_sweep.sweep.search.study import (  # noqa: E402
+    SearchError,
+    make_pruner,
+    open_storage,
+    pruner_spec,
+)
 
 # Everything but the searched keys is fixed, so each trial is quick and the seeded random
 # sampler's draws are known: over optim.lr=tag(log,interval(1e-7,1e-1)), seed 6 draws 0.02,
@@ -242,3 +247,19 @@ def test_search_space_syntax_maps_to_optuna_distributions() -> None:
         parse_space({"model.dropout": "interval(0.3, 0.1)"}, [])
     with pytest.raises(SearchError, match="lower end > 0"):
         parse_space({"optim.lr": "tag(log, interval(0, 0.1))"}, [])
+
+
+def test_pruner_settings_are_checked_and_rebuilt_alike() -> None:
+    spec = pruner_spec("median", {"n_warmup_steps": 1}, max_epochs=6)
+    pruner = make_pruner(spec)  # what the search and every job build from the stored spec
+    assert isinstance(pruner, optuna.pruners.MedianPruner)
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps) == (5, 1)
+    assert isinstance(make_pruner(pruner_spec("hyperband", {}, 6)),
+                      optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner(pruner_spec("none", {}, 6)), optuna.pruners.NopPruner)
+    for name, settings, named in [("asha", {}, "hydra.sweeper.pruner=asha"),
+                                  ("median", {"warmup": 1}, "pruning.warmup"),
+                                  ("successive_halving", {"reduction_factor": 1},
+                                   "pruning.reduction_factor=1")]:
+        with pytest.raises(SearchError, match=named.replace(".", r"\.")):
+            pruner_spec(name, settings, 6)

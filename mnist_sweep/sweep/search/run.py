@@ -4,7 +4,6 @@ holds n_trials, write the search's results beside the jobs."""
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,7 +217,3 @@ class Search:
 def epochs_of(trial: optuna.trial.FrozenTrial) -> int:
     """Epochs a trial trained: its last reported step (a step is an epoch)."""
     return max(trial.intermediate_values, default=0)
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)

@@ -41,6 +41,16 @@ def storage_location(storage: str | None, sweep_dir: Path) -> str:
 def open_storage(location: str) -> optuna.storages.BaseStorage:
     """A database URL opens Optuna's RDB storage, anything else a journal file (which
     several processes can append to: Optuna locks it per write)."""
+    try:
+        return _open_storage(location)
+    except Exception as exc:  # a bad URL, a missing database driver, an unwritable folder
+        raise SearchError(f"the study storage {location} cannot be opened "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                          f"). Fix hydra.sweeper.storage (null keeps the study in the sweep "
+                          f"folder).") from None
+
+
+def _open_storage(location: str) -> optuna.storages.BaseStorage:
     if "://" in location:
         kwargs: dict[str, Any] = {}
         if location.startswith("sqlite"):
@@ -52,22 +62,28 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(location))
 
 
+PRUNING_DEFAULTS = {"min_resource": 1, "reduction_factor": 3, "n_startup_trials": 5,
+                    "n_warmup_steps": 2}
+PRUNING_MINIMUM = {"min_resource": 1, "reduction_factor": 2, "n_startup_trials": 0,
+                   "n_warmup_steps": 0}
+
+
 def pruner_spec(name: str, settings: dict[str, Any], max_epochs: int) -> dict[str, Any]:
     """The pruner as plain data, stored with the study so every job builds the same one."""
     if name not in PRUNERS:
         raise SearchError(f"hydra.sweeper.pruner={name} is not valid: expected "
                           f"{' | '.join(PRUNERS)}.")
-    for key in ("n_startup_trials", "n_warmup_steps"):
-        value = settings.get(key, 0)
-        if not isinstance(value, int) or value < 0:
+    unknown = sorted(set(settings) - set(PRUNING_DEFAULTS))
+    if unknown:
+        raise SearchError(f"hydra.sweeper.pruning.{unknown[0]} is not a pruning setting: "
+                          f"expected {', '.join(PRUNING_DEFAULTS)}.")
+    merged = PRUNING_DEFAULTS | settings
+    for key, minimum in PRUNING_MINIMUM.items():
+        value = merged[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise SearchError(f"hydra.sweeper.pruning.{key}={value} is not valid: expected "
-                              f"an integer >= 0.")
-    for key in ("min_resource", "reduction_factor"):
-        value = settings.get(key, 2)
-        if not isinstance(value, int) or value < (2 if key == "reduction_factor" else 1):
-            raise SearchError(f"hydra.sweeper.pruning.{key}={value} is not valid: expected "
-                              f"an integer >= {2 if key == 'reduction_factor' else 1}.")
-    return {"name": name, "max_epochs": max_epochs, **settings}
+                              f"an integer >= {minimum}.")
+    return {"name": name, "max_epochs": max_epochs, **merged}
 
 
 def make_pruner(spec: dict[str, Any] | None) -> optuna.pruners.BasePruner:
