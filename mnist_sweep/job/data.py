@@ -16,7 +16,7 @@ import torch
 
 from mnist_sweep.config import DataConfig
 from mnist_sweep.job.augment import random_affine
-from mnist_sweep.job.datasets import LoadedDataset, load_dataset
+from mnist_sweep.job.datasets import LoadedDataset, load_dataset, sample_val_size
 
 
 class TensorBatches:
@@ -111,7 +111,9 @@ class MNISTDataModule(pl.LightningDataModule):
         self.prepare_data()
         if self.splits is None:
             assert self.loaded is not None
-            self.splits = make_splits(self.loaded, self.cfg.val_size, self.cfg.split_seed)
+            self.splits = make_splits(self.loaded, sample_val_size(self.cfg.val_size,
+                                                                   self.loaded),
+                                      self.cfg.split_seed)
         device = self._target_device()
         if device != self._device:
             s = self.splits

