@@ -47,7 +47,7 @@ def post(base: str, route: str, body: dict[str, Any]) -> Any:
 
 
 def scalar_series(base: str, run: str, tag: str) -> list[list[float]]:
-    """[[wall_time, step, value], ...]; test/* hold the HParams placeholder 0.0 at step 0."""
+    """[[wall_time, step, value], ...]: only measured points, no placeholder at step 0."""
     return get(base, "/data/plugin/scalars/scalars", run=run, tag=tag)
 
 
@@ -111,7 +111,8 @@ def server(sweep: dict[str, dict], tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_every_run_of_the_sweep_is_listed(server: str, sweep: dict[str, dict]) -> None:
-    assert sorted(get(server, "/data/runs")) == sorted(sweep)
+    # "." is the sweep folder itself, which holds the HParams experiment
+    assert sorted(get(server, "/data/runs")) == sorted([".", *sweep])
 
 
 def test_scalars_and_final_test_accuracy(server: str, sweep: dict[str, dict]) -> None:
@@ -128,10 +129,24 @@ def test_scalars_and_final_test_accuracy(server: str, sweep: dict[str, dict]) ->
 
 def test_hparams_experiment_declares_the_choices_and_metrics(server: str) -> None:
     experiment = post(server, "/data/plugin/hparams/experiment", {"experimentName": ""})
-    hparams = {info["name"] for info in experiment["hparamInfos"]}
-    assert {"head", "separable", "filters", "data", "lr", "seed", "params"} <= hparams
-    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-    assert {"test/acc", "test/loss", "val/acc_best"} <= metrics
+    infos = {info["name"]: info for info in experiment["hparamInfos"]}
+    names = [info["name"] for info in experiment["hparamInfos"]]
+    # the swept setting comes first, so the tab opens with it ticked
+    assert names[0] == "head"
+    assert {"head", "separable", "filters", "data", "lr", "seed", "params"} <= set(names)
+    assert infos["separable"]["type"] == "DATA_TYPE_BOOL"  # not 0.0 / 1.0
+    assert infos["augment"]["type"] == "DATA_TYPE_BOOL"
+    assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64"
+    assert sorted(v for v in infos["head"]["domainDiscrete"]) == ["gap", "gmp"]
+    metrics = [info["name"]["tag"] for info in experiment["metricInfos"]]
+    assert metrics == ["test/acc", "val/acc_best", "test/loss", "params"]
+
+
+def test_no_series_starts_with_a_placeholder(server: str, sweep: dict[str, dict]) -> None:
+    for run in sweep:
+        for tag in ("test/acc", "test/loss", "val/acc_best"):
+            points = scalar_series(server, run, tag)
+            assert points and all(step > 0 for _, step, _ in points), (run, tag, points)
 
 
 def test_hparams_session_groups_hold_each_run(server: str, sweep: dict[str, dict]) -> None:
@@ -146,8 +161,10 @@ def test_hparams_session_groups_hold_each_run(server: str, sweep: dict[str, dict
     for run, job in sweep.items():
         group = groups[run]
         assert group["hparams"]["head"] == job["head"]
+        assert group["hparams"]["separable"] is False
         assert group["hparams"]["params"] == job["status"]["params"] == 12252
         assert [s["name"] for s in group["sessions"]] == [run]
+        assert group["sessions"][0]["status"] == "STATUS_SUCCESS"
         metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         assert metrics["test/acc"] == job["status"]["metrics"]["test/acc"]
         assert metrics["val/acc_best"] == job["status"]["metrics"]["val/acc_best"]

@@ -9,15 +9,19 @@ shows are the runs' real scalar series, and the session end info says how the ru
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import struct_pb2
-from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from mnist_sweep.config import RunConfig
+from mnist_sweep.job.signature import flatten
+
+if TYPE_CHECKING:  # Lightning loads torch: seconds that a command's start need not pay
+    from pytorch_lightning.loggers import TensorBoardLogger
 
 # The metrics the HParams tab lists, in order; each is a scalar series of the run.
 HPARAM_METRICS = ("test/acc", "val/acc_best", "test/loss", "params")
@@ -27,17 +31,24 @@ SESSION_END = {"finished": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAIL
                "diverged": api_pb2.STATUS_FAILURE}
 
 
+# HParams-tab name -> config key; `params` (trainable parameters) comes from the network.
+HPARAM_KEYS = {
+    "head": "model.head", "separable": "model.separable", "filters": "model.filters",
+    "data": "data.name", "lr": "optim.lr", "optimizer": "optim.name",
+    "scheduler": "scheduler.name", "batch_size": "data.batch_size",
+    "epochs": "trainer.max_epochs", "seed": "seed", "dropout": "model.dropout",
+    "weight_decay": "optim.weight_decay", "label_smoothing": "model.label_smoothing",
+    "augment": "data.augment.enabled", "precision": "trainer.precision",
+    "val_size": "data.val_size",
+}
+
+
 def hparams_of(cfg: RunConfig, dataset: str, params: int) -> dict[str, Any]:
     """The HParams-tab record: the same keys for every run so TensorBoard can compare them."""
-    return {
-        "head": cfg.model.head, "separable": cfg.model.separable, "filters": cfg.model.filters,
-        "data": dataset, "lr": cfg.optim.lr, "optimizer": cfg.optim.name,
-        "scheduler": cfg.scheduler.name, "batch_size": cfg.data.batch_size,
-        "epochs": cfg.trainer.max_epochs, "seed": cfg.seed, "params": params,
-        "dropout": cfg.model.dropout, "weight_decay": cfg.optim.weight_decay,
-        "label_smoothing": cfg.model.label_smoothing, "augment": cfg.data.augment.enabled,
-        "precision": str(cfg.trainer.precision), "val_size": cfg.data.val_size,
-    }
+    flat = flatten(dataclasses.asdict(cfg))
+    record = {name: flat[key] for name, key in HPARAM_KEYS.items()}
+    record["precision"] = str(record["precision"])
+    return record | {"data": dataset, "params": params}
 
 
 def proto_value(value: Any) -> struct_pb2.Value:

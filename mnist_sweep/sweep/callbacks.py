@@ -72,6 +72,19 @@ def fetch_missing_data(run_cfg: RunConfig) -> None:
         fail(str(exc))
 
 
+def describe_in_tensorboard(sweep_dir: Path, run_cfgs: list[RunConfig],
+                            searched_keys: list[str] | None = None) -> None:
+    """The sweep's HParams experiment: the swept settings first (a grid's varying values,
+    or a search's parameters)."""
+    # TensorBoard's protobuf modules take a noticeable part of a second: loaded only here
+    from mnist_sweep.job.hparams import hparams_of
+    from mnist_sweep.sweep.tensorboard import names_of_keys, swept_names, write_experiment
+
+    records = [hparams_of(cfg, cfg.data.name, 0) for cfg in run_cfgs]
+    swept = names_of_keys(searched_keys) if searched_keys is not None else swept_names(records)
+    write_experiment(sweep_dir, records, swept)
+
+
 def dry_run_requested() -> bool:
     return os.environ.get(DRY_RUN_ENV) == "1"
 
@@ -169,7 +182,10 @@ class SweepCallback(Callback):
             if dry_run_requested():
                 fail("--dry-run lists the jobs of a grid sweep; a search decides its trials "
                      "while it runs.")
-            fetch_missing_data(check_config(config))
+            run_cfg = check_config(config)
+            fetch_missing_data(run_cfg)
+            describe_in_tensorboard(sweep_dir, [run_cfg],
+                                    list(config.hydra.sweeper.get("params") or {}))
             os.environ[NUM_JOBS_ENV] = str(config.hydra.sweeper.get("n_trials", "?"))
             return
         planned = plan_grid(config, jobs, sweep_dir)
@@ -177,6 +193,7 @@ class SweepCallback(Callback):
         for job in planned:
             if job.verdict.action != SKIP:
                 fetch_missing_data(job.run_cfg)
+        describe_in_tensorboard(sweep_dir, [job.run_cfg for job in planned])
         os.environ[NUM_JOBS_ENV] = str(len(jobs))
         log.info("sweep of %d jobs: every configuration checked", len(jobs))
 
