@@ -219,6 +219,8 @@ class SweepCallback(Callback):
             result += f" after epoch {status.get('epoch')} of {status.get('max_epochs')}"
         elif status.get("error"):
             result += f": {status['error']}"
+        if status.get("dataset") not in (None, "mnist", "fashion_mnist"):
+            result += f" [data: {status['dataset']}]"  # e.g. the offline sample, not MNIST
         log.info("[job %d of %s] %s -> %s", config.hydra.job.num + 1, total,
                  " ".join(shown_overrides(config)) or "(defaults)", result)
 
