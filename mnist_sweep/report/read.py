@@ -337,7 +337,8 @@ def run_from_record(row: dict[str, str], csv_path: Path) -> Run:
             val_acc_best=num("val_acc_best"), test_acc=num("test_acc"),
             test_loss=num("test_loss"), epochs_completed=int(row.get("epochs_completed") or 0),
             sec_per_epoch=num("sec_per_epoch"), overrides=overrides,
-            all_settings=bool(row.get("settings")),
+            # a record re-written from a partial one ends in `...`
+            all_settings=bool(row.get("settings")) and not row["settings"].endswith("..."),
         )
     except (KeyError, ValueError) as exc:
         raise ReportError(f"{csv_path} is not a report's CSV file: {exc!r} in the row of "

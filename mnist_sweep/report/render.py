@@ -76,8 +76,9 @@ def record(run: Run) -> dict[str, Any]:
             "test_loss": run.test_loss, "epochs_completed": run.epochs_completed,
             "sec_per_epoch": run.sec_per_epoch, "status": run.status,
             "error": error_cell(run), "command": run.command,
-            "settings": " ".join(f"{k}={fmt(v).replace(' ', '')}"  # one token each
-                                 for k, v in sorted(run.config.items()))}
+            "settings": " ".join([*(f"{k}={fmt(v).replace(' ', '')}"  # one token each
+                                    for k, v in sorted(run.config.items())),
+                                  *([] if run.all_settings else ["..."])])}
 
 
 def dataset_note(runs: list[Run], markdown: bool = False) -> str | None:
