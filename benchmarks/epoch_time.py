@@ -13,10 +13,11 @@
 This file is the runner: every run is a fresh process (measure.py records its time, memory and
 the machine's load), runs are interleaved round by round, and report_table.py prints the
 ratios a/b (target >= 1.5) and b/c (target <= 1.05) under the machine's CPU capability.
-`--contention N` runs every measurement a second time beside N CPU-bound processes and
-reports contended/idle (target <= 2). `--switch` times mnist_sweep's speed switches on (b) and
-(c): contiguous / channels_last (memory layout), bf16 (autocast; trainer.precision=bf16-mixed
-in (b)), compile, threads=N, eval_bs=N, progress_bar ((b) only), joined by '+'.
+`--contention N` runs (b) and (c) a second time beside N CPU-bound processes and reports
+contended/idle (target <= 2). `--switch` times other settings on (b) and (c): contiguous /
+channels_last (memory layout), spin_wait (libgomp's spinning threads), bf16 (autocast;
+trainer.precision=bf16-mixed in (b)), compile, threads=N, eval_bs=N, progress_bar ((b) only),
+joined by '+'; `contiguous+spin_wait` is mnist_sweep before its CPU defaults.
 Profiling tools live apart: profile_steps.py, host_reads.py, threads_probe.py.
 """
 
@@ -64,7 +65,7 @@ def run_mode(mode: str, args: argparse.Namespace, spec: str, workdir: Path,
         run_dir = workdir / tag
         cmd = mnist_sweep_command(args, sw, run_dir)
         result["command"] = " ".join(cmd[1:])
-        result.update(run_measured(cmd, log_path, REPO, contention, args.hog))
+        result.update(run_measured(cmd, log_path, REPO, contention, args.hog, sw.env()))
         if result["returncode"] == 0:
             collect_mnist_sweep(run_dir, result)
     else:
@@ -74,7 +75,7 @@ def run_mode(mode: str, args: argparse.Namespace, spec: str, workdir: Path,
                "--eval-batch-size", str(args.eval_batch_size), "--filters", str(args.filters),
                "--transition-channels", str(args.transition_channels),
                "--accelerator", args.accelerator, "--workdir", str(workdir)]
-        result.update(run_measured(cmd, log_path, workdir, contention, args.hog))
+        result.update(run_measured(cmd, log_path, workdir, contention, args.hog, sw.env()))
         if result["returncode"] == 0:
             result.update(json.loads(out.read_text()))
     if result["returncode"] != 0:
@@ -125,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--all-switches", action="store_true",
                    help="--switch for each of: " + ", ".join(ALL_SWITCHES))
     p.add_argument("--contention", type=int, default=0, metavar="N",
-                   help="also run every measurement beside N CPU-bound processes (default 0)")
+                   help="also run (b) and (c) with mnist_sweep's defaults beside N CPU-bound "
+                        "processes (default 0)")
     p.add_argument("--hog", choices=["python", "torch"], default="python",
                    help="those processes: a Python busy loop (one core each) or a torch "
                         "program with libgomp's defaults (default: %(default)s)")
@@ -162,9 +164,10 @@ def plan_of(args: argparse.Namespace) -> list[tuple[int, str, str, int]]:
     plan = [(m.strip(), "") for m in args.modes.split(",") if m.strip()]
     for spec in args.switch:
         plan += [(m, spec) for m in ("c", "b") if not (m == "c" and set(spec.split("+")) & B_ONLY)]
-    loads = [0, args.contention] if args.contention else [0]
+    # Contention: (b) and (c) with mnist_sweep's defaults, each right after its idle run.
     return [(k, mode, spec, n) for k in range(1, args.rounds + 1) for mode, spec in plan
-            for n in loads]
+            for n in ([0, args.contention] if args.contention and mode in "bc" and not spec
+                      else [0])]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -91,12 +91,13 @@ def busy_loop(processes: int = 1, kind: str = "python") -> Iterator[list[subproc
 
 
 def run_measured(cmd: list[str], log_path: Path, cwd: Path, contention: int = 0,
-                 hog: str = "python") -> dict[str, Any]:
+                 hog: str = "python", env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a command (beside `contention` processes of kind `hog`); return its wall time,
     peak RSS and CPU, and the CPU everything else used meanwhile (the busy loops included)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.pop("HYDRA_FULL_ERROR", None)
+    env.update(env_extra or {})
     with busy_loop(contention, hog), open(log_path, "w") as log:
         busy0, steal0 = cpu_busy_seconds()
         load0, t0, launched = loadavg(), time.perf_counter(), time.time()

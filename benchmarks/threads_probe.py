@@ -22,16 +22,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, cpu_capability  # noqa: E402
-from measure import OMP_KEYS, busy_loop, loadavg  # noqa: E402
+from common import REPO, describe_machine, machine  # noqa: E402
+from measure import OMP_KEYS, loadavg, run_measured, wait_for_idle  # noqa: E402
 
 # The OpenMP environment of each policy; everything else in os.environ is cleared of these.
 POLICIES: dict[str, dict[str, str]] = {
@@ -69,16 +69,30 @@ def child(threads: int, steps: int, warmup: int, channels_last: bool) -> None:
                       "threads": torch.get_num_threads()}))
 
 
-def run_one(setting: str, contended: bool, args: argparse.Namespace) -> float:
+def run_one(setting: str, contended: bool, args: argparse.Namespace) -> dict[str, float]:
+    """One fresh process with the setting's OpenMP environment; ms per step and the CPU other
+    processes used meanwhile (the busy loop included when contended)."""
     name, _, threads = setting.partition(":")
-    env = {k: v for k, v in os.environ.items() if k not in OMP_KEYS} | POLICIES[name]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", threads or "2",
            "--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.contiguous:
         cmd.append("--contiguous")
-    with busy_loop(1 if contended else 0, args.hog):
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
+    if args.wait_idle > 0 and not contended:
+        wait_for_idle(args.wait_idle)
+    saved = {k: os.environ.pop(k) for k in OMP_KEYS if k in os.environ}
+    os.environ.update(POLICIES[name])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "child.log"
+            run = run_measured(cmd, log, Path(tmp), 1 if contended else 0, args.hog)
+            if run["returncode"] != 0:
+                raise SystemExit(f"Error: {setting} failed:\n{log.read_text()[-2000:]}")
+            out = json.loads(log.read_text().strip().splitlines()[-1])
+    finally:
+        for k in POLICIES[name]:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
+    return {"ms": out["ms_per_step"], "others": run["others_cores"] - (1 if contended else 0)}
 
 
 def main() -> None:
@@ -91,6 +105,9 @@ def main() -> None:
     p.add_argument("--hog", choices=["python", "torch"], default="python",
                    help="the other process: a Python busy loop, or a torch program with "
                         "libgomp's defaults (default: %(default)s)")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before each idle-machine run, wait up to SECONDS for other processes "
+                        "to leave the CPU")
     p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -100,16 +117,19 @@ def main() -> None:
     for s in args.settings:
         if s.partition(":")[0] not in POLICIES:
             raise SystemExit(f"Error: unknown setting {s!r}; names: {', '.join(POLICIES)}")
-    print(f"CPU capability {cpu_capability()}, {os.cpu_count()} logical CPUs, load average "
-          f"{loadavg():.2f} before; {args.steps} steps of batch 128 per run", flush=True)
+    print(f"Machine: {describe_machine(machine())}\nload average {loadavg():.2f} before; "
+          f"{args.steps} steps of batch 128 per run, "
+          f"{'NCHW' if args.contiguous else 'NHWC'}; contended = beside one {args.hog} "
+          f"busy process", flush=True)
     times: dict[tuple[str, bool], list[float]] = {}
     for r in range(1, args.rounds + 1):
         for s in args.settings:
             for contended in (False, True):
-                ms = run_one(s, contended, args)
-                times.setdefault((s, contended), []).append(ms)
+                one = run_one(s, contended, args)
+                times.setdefault((s, contended), []).append(one["ms"])
                 print(f"  round {r} {s:<10} {'contended' if contended else 'idle':<9} "
-                      f"{ms:7.1f} ms/step", flush=True)
+                      f"{one['ms']:7.1f} ms/step; others used {one['others']:.2f} cores",
+                      flush=True)
     base = args.settings[0]
     print(f"\nmedian over {args.rounds} rounds; ratios are medians of per-round ratios; "
           f"load average after {loadavg():.2f}")

@@ -38,7 +38,7 @@ class ModelConfig:
     dropout: float = 0.1
     transition_channels: int = 10
     label_smoothing: float = 0.0
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: faster convolutions on every CPU measured
     compile: bool = False
 
     def __post_init__(self) -> None:
