@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-CHECKPOINT_DIR = "checkpoints"
+from mnist_sweep.job.folder import CHECKPOINT
 
 
 class CheckpointError(RuntimeError):
@@ -24,7 +24,7 @@ class CheckpointError(RuntimeError):
 
 
 def last_checkpoint(job_dir: Path) -> Path:
-    return Path(job_dir) / CHECKPOINT_DIR / "last.ckpt"
+    return Path(job_dir) / CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -35,7 +35,6 @@ from mnist_sweep.job.callbacks import (
     ProgressRecorder,
 )
 from mnist_sweep.job.checkpoints import (
-    CHECKPOINT_DIR,
     AtomicCheckpointIO,
     CheckpointError,
     RandomState,
@@ -44,6 +43,7 @@ from mnist_sweep.job.checkpoints import (
 )
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
+from mnist_sweep.job.folder import CHECKPOINT_DIR, REFUSE, RESUME, SKIP, judge
 from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session_start
 from mnist_sweep.job.module import CNNClassifier
 from mnist_sweep.job.pruning import TrialPruned, trial_pruning
@@ -56,6 +56,7 @@ from mnist_sweep.job.status import (
     INTERRUPTED,
     PRUNED,
     RUNNING,
+    read_status,
     write_status,
 )
 from mnist_sweep.locks import FolderLocked, acquire, release
@@ -143,12 +144,11 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
               resume: bool = False) -> dict[str, Any]:
     """Train and test one configuration; return the final metrics. Raises on failure.
 
-    `resume`: continue from the folder's last checkpoint (the sweep plan decided it).
+    `resume`: continue from the folder's last checkpoint (job/folder.py decided it).
     """
     quiet_lightning(cfg.trainer.lightning_info)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    log.info("torch %d CPU threads", torch.get_num_threads())
     log.info("torch %d CPU threads", torch.get_num_threads())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule(cfg.data, shuffle_seed=cfg.seed)
@@ -240,8 +240,6 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     A finished job is skipped (resume). Failures are recorded in status.json; in a multirun
     the sweep carries on with the next job, in a single run the process exits non-zero.
     """
-    from mnist_sweep.sweep.plan import REFUSE, RESUME, SKIP, judge
-
     job_dir = Path(job_dir)
     try:
         run_cfg = validate(cfg)
@@ -255,8 +253,6 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     verdict = judge(job_dir, run_cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if verdict.action == SKIP:
         log.info("%s %s: skipping (resume=true)", job_dir, verdict.detail)
-        from mnist_sweep.job.status import read_status
-
         metrics = (read_status(job_dir) or {}).get("metrics") or {}
         return metrics.get(run_cfg.optimized_metric or "")
     if verdict.action == REFUSE:  # checked before the sweep; here only if the folder changed
