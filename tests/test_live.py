@@ -108,7 +108,9 @@ def test_live_view_in_a_terminal(terminal: Terminal, tiny_root: Path,
                     "trainer.max_epochs=3", f"data.root={tiny_root}",
                     f"hydra.sweep.dir={sweep_dir}"])
     history, screens = terminal.wait_for(r"SWEEP-EXIT=\d+")
-    assert "SWEEP-EXIT=0" in history, history
+    assert "SWEEP-EXIT=0" in history, "\n".join(
+        [history[-3000:], *(f"{s.parent.name}: {s.read_text()[-600:]}"
+                            for s in sweep_dir.glob("*/status.json"))])
     # while it ran, the screen showed the table with a job running and others waiting
     during = [t for s in screens for t in live_tables(s) if any(" running " in r for r in t)]
     assert during, "the live view never showed a running job:\n" + "\n".join(screens[-3:])
