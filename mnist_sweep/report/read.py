@@ -23,27 +23,19 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mnist_sweep.job.hparams import HPARAM_KEYS
+from mnist_sweep.job.signature import NOT_RESULT_KEYS
+from mnist_sweep.job.signature import NOT_RESULT_PREFIXES as JOB_NOT_RESULT_PREFIXES
 from mnist_sweep.job.status import FINISHED, STATUS_FILE, StatusDamaged, read_status
 
-# Report column -> key of the job's config; the names of the HParams record.
-CHOICES = {
-    "head": "model.head", "separable": "model.separable", "filters": "model.filters",
-    "data": "data.name", "lr": "optim.lr", "optimizer": "optim.name",
-    "scheduler": "scheduler.name", "batch_size": "data.batch_size",
-    "epochs": "trainer.max_epochs", "seed": "seed", "dropout": "model.dropout",
-    "weight_decay": "optim.weight_decay", "label_smoothing": "model.label_smoothing",
-    "augment": "data.augment.enabled", "precision": "trainer.precision",
-}
+# Report column -> key of the job's config: the HParams record's names (its val_size is
+# shown only where it varies, like any other setting)
+CHOICES = {name: key for name, key in HPARAM_KEYS.items() if name != "val_size"}
 SHORT_NAMES = {key: name for name, key in CHOICES.items()}
-# Settings that do not change what a run computes: never a reason to tell two runs apart.
-RUN_ONLY_KEYS = frozenset({
-    "resume", "data.root", "data.download", "data.npm_fallback", "trainer.enable_progress_bar",
-    "trainer.num_threads", "trainer.lightning_info", "logger.name",
-    "logger.checkpoint_every_epoch",
-})
-# ... and the top-level copies of model.separable and model.filters, in a flattened config
-NOT_RESULT_KEYS = RUN_ONLY_KEYS | {"separable", "filters"}
-NOT_RESULT_PREFIXES = ("search_trial.", "hydra.")
+# Settings that do not change what a run computes (job/signature.py): never a reason to tell
+# two runs apart; RUN_ONLY_KEYS less the top-level copies of model.separable / model.filters
+NOT_RESULT_PREFIXES = (*JOB_NOT_RESULT_PREFIXES, "hydra.")
+RUN_ONLY_KEYS = NOT_RESULT_KEYS - {"separable", "filters"}
 DAMAGED = "damaged"
 
 
