@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -42,6 +43,7 @@ def write_search_plot(trials: list[FrozenTrial], direction: StudyDirection, metr
         for t in failed:
             ax.axvline(t.number, color="0.8", linestyle=":", zorder=1)
         ax.plot([], [], color="0.8", linestyle=":", label=f"failed ({len(failed)})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"search: {metric} per trial (pruned: epoch reached)")
