@@ -73,7 +73,9 @@ def test_the_multirun_narrates_each_job(sweep_run) -> None:
     assert "[job 1 of 2] start: head=gmp" in output
     assert "[job 2 of 2] start: head=gap" in output
     for k in (1, 2):
-        line = next(ln for ln in output.splitlines() if f"[job {k} of 2] head=" in ln)
+        # the end line (the live view's plain progress lines share the prefix)
+        line = next(ln for ln in output.splitlines()
+                    if f"[job {k} of 2] head=" in ln and " -> " in ln)
         assert "-> finished: test/acc=" in line and "params=12252" in line
 
 
@@ -110,7 +112,7 @@ def test_val_size_zero_trains_on_every_image_and_validates_nothing(tiny_root, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = tmp_path / "all60k"
     status = json.loads((job / "status.json").read_text())
-    assert status["status"] == "finished" and status["signature"]["val_size"] == 0
+    assert status["status"] == "finished" and status["signature"]["data.val_size"] == 0
     assert status["metrics"]["val/acc_best"] is None and status["metrics"]["test/acc"] > 0
     acc, _ = read_tb(job / "tb" / "mnist")
     assert not {"val/acc", "val/loss"} & set(acc.Tags()["scalars"])
