@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli
 
@@ -43,6 +45,20 @@ SEARCH = ["-m", "hparams_search=optuna", "head=gmp", "separable=false", "filters
 def study_of(sweep: Path, storage: str | None = None) -> optuna.Study:
     location = storage or str(sweep / "optuna.journal")
     return optuna.load_study(study_name="mnist_sweep", storage=open_storage(location))
+
+
+def tensorboard_of(job_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(job_dir / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def session_end(acc: EventAccumulator) -> int | None:
+    """The run's end status in TensorBoard's HParams data (api_pb2.Status), if it ended."""
+    content = acc.PluginTagToContent("hparams").get("_hparams_/session_end_info")
+    if content is None:
+        return None
+    return plugin_data_pb2.HParamsPluginData.FromString(content).session_end_info.status
 
 
 def status_of(trial: optuna.trial.FrozenTrial) -> dict:
@@ -80,10 +96,16 @@ def test_median_pruner_prunes_and_the_same_command_continues_the_study(
         status = status_of(t)
         assert status["status"] == "pruned" and status["error"] is None, status
         assert status["epoch"] == max(t.intermediate_values) == 1, (status, t.intermediate_values)
-        assert list((Path(t.user_attrs["job_dir"]) / "tb" / "mnist").glob("events.*"))
+        # TensorBoard: no success or failure, and a scalar that says where it stopped
+        acc = tensorboard_of(Path(t.user_attrs["job_dir"]))
+        assert session_end(acc) is None
+        assert [e.value for e in acc.Scalars("search/pruned_at_epoch")] == [1.0]
     assert "-> pruned after epoch 1 of 3" in first.stdout
     for t in complete:
         assert status_of(t)["status"] == "finished"
+        acc = tensorboard_of(Path(t.user_attrs["job_dir"]))
+        assert session_end(acc) == api_pb2.STATUS_SUCCESS
+        assert "search/pruned_at_epoch" not in acc.Tags()["scalars"]
         assert t.value == status_of(t)["metrics"]["val/acc_best"]
         assert sorted(t.intermediate_values) == [1, 2, 3]
     # the report lists the pruned jobs as pruned; the search plot and the best trial are written

@@ -54,6 +54,8 @@ class TrialPruning(pl.Callback):
         if self.trial.should_prune():
             self.pruned = TrialPruned(step, value)
             trainer.should_stop = True
+            # TensorBoard's HParams statuses know no "stopped early": a scalar says it
+            pl_module.log("search/pruned_at_epoch", float(step), on_epoch=True)
 
 
 def trial_pruning(cfg: RunConfig, job_dir: Path) -> TrialPruning | None:
