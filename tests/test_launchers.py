@@ -68,7 +68,9 @@ def test_joblib_runs_jobs_in_parallel_in_one_sweep_folder(
     out = result.stdout
     for k in (1, 2):
         assert f"[job {k} of 2] start:" in out, out
-        assert out.count(f"[job {k} of 2] ") == 2, out
+        assert out.count(f"[job {k} of 2] start:") == 1, out
+        ends = [ln for ln in out.splitlines() if f"[job {k} of 2] " in ln and " -> " in ln]
+        assert len(ends) == 1 and "-> finished" in ends[0], out
     # both jobs started before either ended: they ran at the same time
     first_end = out.index("-> finished")
     assert out.index("[job 1 of 2] start:") < first_end
