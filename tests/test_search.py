@@ -113,6 +113,9 @@ def test_median_pruner_prunes_and_the_same_command_continues_the_study(
         rows = list(csv.DictReader(f))
     assert sorted(r["status"] for r in rows) == sorted(
         "pruned" if t.state == TrialState.PRUNED else "finished" for t in trials)
+    # each row's command re-runs the configuration, not the sweeper's trial bookkeeping
+    assert all(r["command"].startswith("python -m mnist_sweep ") for r in rows)
+    assert not any("search_trial" in r["command"] for r in rows)
     assert (sweep / "search.png").stat().st_size > 0
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == max(t.value for t in complete)

@@ -142,7 +142,9 @@ def _overrides(job_dir: Path) -> list[str] | None:
         loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
-    return [str(o) for o in loaded or []]
+    # a search trial's identity is the sweeper's bookkeeping: re-running the command by hand
+    # must train the configuration, not report to a trial that has ended
+    return [str(o) for o in loaded or [] if not str(o).lstrip("+~").startswith("search_trial")]
 
 
 def command_of(overrides: list[str] | None) -> str | None:
