@@ -18,11 +18,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SEED = 1  # the CLI's default seed
 VAL_SIZE, SPLIT_SEED, BATCH_SIZE, EVAL_BATCH_SIZE, LR, DECAY = 5000, 0, 128, 1000, 0.003, 0.319
-ALL_SWITCHES = ["contiguous", "spin_wait", "contiguous+spin_wait", "bf16", "compile",
-                "threads=1", "eval_bs=128", "progress_bar"]
-# libgomp's own default wait (spin 300,000 times before sleeping), which mnist_sweep replaces
-# with OMP_WAIT_POLICY=PASSIVE; giving it explicitly keeps mnist_sweep from setting its own.
-SPIN_WAIT_ENV = {"GOMP_SPINCOUNT": "300000"}
+ALL_SWITCHES = ["contiguous", "passive", "bf16", "compile", "threads=1", "threads=2",
+                "eval_bs=128", "progress_bar"]
+# libgomp's threads sleep as soon as an op ends instead of spinning first.
+PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 B_ONLY = {"progress_bar"}
 
 
@@ -31,9 +30,10 @@ class Switches:
     """Deviations from mnist_sweep's defaults, applied alike to (b) and (c).
 
     `layout` None means mnist_sweep's default memory layout (ModelConfig.channels_last), so (c)
-    always uses the layout (b) uses; `channels_last` / `contiguous` force one. `spin_wait`
-    runs with libgomp's default spin-waiting threads instead of mnist_sweep's passive ones:
-    `contiguous+spin_wait` is mnist_sweep as it was before its CPU defaults.
+    always uses the layout (b) uses; `channels_last` / `contiguous` force one. `threads=N`
+    fixes the thread count (mnist_sweep's thread governor is off), so on a 2-core machine
+    `contiguous+threads=2` is mnist_sweep before its CPU defaults. `passive` starts the run
+    with OMP_WAIT_POLICY=PASSIVE.
     """
 
     layout: str | None = None
@@ -42,7 +42,7 @@ class Switches:
     threads: int | None = None
     eval_bs: int = EVAL_BATCH_SIZE
     progress_bar: bool = False
-    spin_wait: bool = False
+    passive: bool = False
 
     @classmethod
     def parse(cls, spec: str, eval_bs: int = EVAL_BATCH_SIZE) -> Switches:
@@ -51,13 +51,13 @@ class Switches:
             key, _, value = part.partition("=")
             if key in ("channels_last", "contiguous") and not value:
                 s.layout = key
-            elif key in ("bf16", "compile", "progress_bar", "spin_wait") and not value:
+            elif key in ("bf16", "compile", "progress_bar", "passive") and not value:
                 setattr(s, key, True)
             elif key in ("threads", "eval_bs") and value.isdigit() and int(value) > 0:
                 setattr(s, key, int(value))
             else:
                 raise SystemExit(f"Error: unknown switch {part!r}; use channels_last, "
-                                 f"contiguous, spin_wait, bf16, compile, threads=N, "
+                                 f"contiguous, passive, bf16, compile, threads=N, "
                                  f"eval_bs=N, progress_bar, joined by '+'")
         return s
 
@@ -72,7 +72,7 @@ class Switches:
 
     def env(self) -> dict[str, str]:
         """Environment variables the run's process starts with."""
-        return dict(SPIN_WAIT_ENV) if self.spin_wait else {}
+        return dict(PASSIVE_ENV) if self.passive else {}
 
     def cli_overrides(self) -> list[str]:
         """The same switches as mnist_sweep command-line overrides."""

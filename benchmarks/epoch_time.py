@@ -8,16 +8,17 @@
 (b) pipeline_b_mnist_sweep.py: `python -m mnist_sweep experiment=seed004 ...` as a user runs
     it, with mnist_sweep's defaults.
 (c) pipeline_c_bare.py: a bare loop over in-memory tensors, in the same memory layout and with
-    the same CPU defaults as (b): the practical limit.
+    the same thread handling as (b): the practical limit.
 
 This file is the runner: every run is a fresh process (measure.py records its time, memory and
 the machine's load), runs are interleaved round by round, and report_table.py prints the
 ratios a/b (target >= 1.5) and b/c (target <= 1.05) under the machine's CPU capability.
 `--contention N` runs (b) and (c) a second time beside N CPU-bound processes and reports
 contended/idle (target <= 2). `--switch` times other settings on (b) and (c): contiguous /
-channels_last (memory layout), spin_wait (libgomp's spinning threads), bf16 (autocast;
-trainer.precision=bf16-mixed in (b)), compile, threads=N, eval_bs=N, progress_bar ((b) only),
-joined by '+'; `contiguous+spin_wait` is mnist_sweep before its CPU defaults.
+channels_last (memory layout), passive (OMP_WAIT_POLICY=PASSIVE), bf16 (autocast;
+trainer.precision=bf16-mixed in (b)), compile, threads=N (fixed: no thread governor),
+eval_bs=N, progress_bar ((b) only), joined by '+'; on 2 cores `contiguous+threads=2` is
+mnist_sweep before its CPU defaults.
 Profiling tools live apart: profile_steps.py, host_reads.py, threads_probe.py.
 """
 

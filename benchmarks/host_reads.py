@@ -24,7 +24,6 @@ from typing import Any
 from common import REPO, SEED
 
 sys.path.insert(0, str(REPO))
-import mnist_sweep  # noqa: E402, F401  (first: its CPU defaults apply before torch loads)
 
 READS = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy")
 

@@ -3,9 +3,9 @@
 
 No framework, no DataLoader: the same pre-normalised in-memory tensors as mnist_sweep (its
 own split and normalisation), batches cut by index, one host sync per epoch. It trains in the
-memory layout mnist_sweep uses by default (or the one a switch forces) and starts with
-mnist_sweep's CPU defaults (`import mnist_sweep` before torch), so (b) - (c) is the cost of
-the framework and nothing else.
+memory layout mnist_sweep uses by default (or the one a switch forces) and sets its threads
+the way mnist_sweep does (`set_cpu_threads`: the thread governor unless a count is given),
+so (b) - (c) is the cost of the framework and nothing else.
 
     python benchmarks/pipeline_c_bare.py --data-root ../shared/datasets --epochs 1
 """
@@ -34,7 +34,6 @@ from common import (
 )
 
 sys.path.insert(0, str(REPO))
-import mnist_sweep  # noqa: E402, F401  (first: its CPU defaults apply before torch loads)
 
 
 def run_bare(args: argparse.Namespace, sw: Switches, result: dict[str, Any]) -> None:
@@ -43,9 +42,9 @@ def run_bare(args: argparse.Namespace, sw: Switches, result: dict[str, Any]) -> 
 
     from mnist_sweep.job.data import make_splits
     from mnist_sweep.job.datasets import load_dataset
+    from mnist_sweep.job.threads import set_cpu_threads
 
-    if sw.threads:
-        torch.set_num_threads(sw.threads)
+    set_cpu_threads(sw.threads)
     torch.manual_seed(SEED)
     device = device_for(args.accelerator)
     s = make_splits(load_dataset("mnist", args.data_root, download=False, npm_fallback=False),

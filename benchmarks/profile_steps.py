@@ -31,7 +31,6 @@ from common import (
 )
 
 sys.path.insert(0, str(REPO))
-import mnist_sweep  # noqa: E402, F401  (first: its CPU defaults apply before torch loads)
 
 
 def train_step(net, opt, x, y, bf16: bool) -> None:

@@ -136,7 +136,7 @@ class TrainerConfig:
     limit_test_batches: Any = 1.0
     enable_progress_bar: bool = True
     deterministic: bool = False
-    num_threads: int | None = None
+    num_threads: int | None = None  # None: job/threads.py follows the machine's free cores
     # A mean training loss above this ends the run as diverged: a classifier guessing
     # uniformly among 10 classes has a loss of ln 10 = 2.3, so 100 is a run that blew up.
     divergence_loss: float = 100.0

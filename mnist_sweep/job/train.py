@@ -59,6 +59,7 @@ from mnist_sweep.job.status import (
     read_status,
     write_status,
 )
+from mnist_sweep.job.threads import set_cpu_threads
 from mnist_sweep.locks import FolderLocked, acquire, release
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,7 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
     `resume`: continue from the folder's last checkpoint (job/folder.py decided it).
     """
     quiet_lightning(cfg.trainer.lightning_info)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
+    set_cpu_threads(cfg.trainer.num_threads)
     log.info("torch %d CPU threads", torch.get_num_threads())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule(cfg.data, shuffle_seed=cfg.seed)
