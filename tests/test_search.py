@@ -177,8 +177,10 @@ def test_killed_search_resumes_and_asks_the_lost_trial_again(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             statuses = [json.loads(p.read_text()) for p in sweep.glob("1_*/status.json")]
+            # the epoch is recorded before Lightning writes its checkpoint: wait for both
             if statuses and statuses[0].get("status") == "running" and \
-                    statuses[0].get("epoch", 0) >= 1:
+                    statuses[0].get("epoch", 0) >= 1 and \
+                    list(sweep.glob("1_*/checkpoints/last.ckpt")):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the search ended before it could be killed"
