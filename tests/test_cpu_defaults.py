@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_sweep.job import threads
 from mnist_sweep.job.threads import ThreadGovernor
 from tests.conftest import TINY, run_cli
 
@@ -52,17 +53,16 @@ def test_job_steps_down_beside_a_busy_process(tiny_root: Path, tmp_path: Path) -
         assert f"torch {int(fresh.stdout)} -> 1 CPU threads (other processes use" in log, log
 
 
-def test_a_fixed_thread_count_is_kept(tiny_root: Path, tmp_path: Path) -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+def test_a_fixed_thread_count_turns_the_governor_off() -> None:
+    start = torch.get_num_threads()
     try:
-        result = run_cli([f"data.root={tiny_root}", f"hydra.run.dir={tmp_path / 'run'}", *TINY,
-                          "trainer.num_threads=2", "trainer.max_epochs=4"], cwd=tmp_path)
+        threads.set_cpu_threads(None)
+        assert (threads._governor is not None) == (start > 1 and len(os.sched_getaffinity(0)) > 1)
+        threads.set_cpu_threads(1)
+        assert threads._governor is None and torch.get_num_threads() == 1
     finally:
-        busy.kill()
-        busy.wait()
-    assert result.returncode == 0, result.stderr[-3000:]
-    log = job_log(tmp_path / "run")
-    assert "torch 2 CPU threads" in log and "CPU threads (other processes" not in log, log
+        threads.set_cpu_threads(start)
+    assert threads._governor is None and torch.get_num_threads() == start
 
 
 def test_joblib_workers_get_their_share_of_the_cores(tiny_root: Path, tmp_path: Path) -> None:
