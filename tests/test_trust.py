@@ -119,7 +119,9 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path) -> No
 
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
         tiny_root, tmp_path) -> None:
-    args = ["head=gmp,gap", "-m", f"data.root={tiny_root}", *SLOW, "hydra.sweep.dir=sweep"]
+    # ten epochs a job: the first sweep must still be training while two more commands start
+    args = ["head=gmp,gap", "-m", f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=10",
+            "hydra.sweep.dir=sweep"]
     first = _start(args, tmp_path)
     try:
         _wait_for(tmp_path / "sweep", "0_*/checkpoints/last.ckpt", first)
@@ -132,6 +134,7 @@ def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
         single = run_cli([f"data.root={tiny_root}", *SLOW, f"hydra.run.dir='{job}'"],
                          cwd=tmp_path)
         assert single.returncode == 2 and "is in use by" in single.stderr
+        assert first.poll() is None, "the first sweep ended before it could be killed"
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_sweep.job.hparams import HPARAM_KEYS
-from mnist_sweep.job.signature import NOT_RESULT_KEYS
+from mnist_sweep.job.signature import NOT_RESULT_KEYS, flatten
 from mnist_sweep.job.signature import NOT_RESULT_PREFIXES as JOB_NOT_RESULT_PREFIXES
 from mnist_sweep.job.status import FINISHED, STATUS_FILE, StatusDamaged, read_status
 
@@ -110,15 +110,6 @@ def job_number(job: str) -> str:
     """`3` for Hydra's `3_head=gap,...`: short enough for a table or a legend."""
     num = re.match(r"(\d+)_", job)
     return num.group(1) if num else job
-
-
-def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"model": {"head": "gmp"}}` -> `{"model.head": "gmp"}`: one key per setting."""
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) else {name: value})
-    return flat
 
 
 def read_config(job_dir: Path) -> dict[str, Any]:
