@@ -38,6 +38,7 @@ class ModelConfig:
     dropout: float = 0.1
     transition_channels: int = 10
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # > 0: validate and test an exponential moving average of the weights
     channels_last: bool = True  # NHWC: faster convolutions on every CPU measured
     compile: bool = False
 
@@ -49,6 +50,8 @@ class ModelConfig:
                self.transition_channels, "an integer in 1..512")
         _check(0.0 <= self.label_smoothing < 1.0, "model.label_smoothing",
                self.label_smoothing, "a value in [0, 1)")
+        _check(0.0 <= self.ema_decay < 1.0, "model.ema_decay", self.ema_decay,
+               "a value in [0, 1): 0 is off, 0.999 averages about the last 1,000 steps")
 
 
 @dataclass

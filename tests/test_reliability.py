@@ -10,8 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_sweep.job.stop import install_stop_handlers, restore_stop_handlers, stops_between_batches
 from mnist_sweep.resolvers import unique_dir
 from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli, write_tiny_mnist
 
@@ -162,3 +165,32 @@ def test_unique_dir_claims_a_fresh_folder(tmp_path) -> None:
     first = unique_dir(str(tmp_path / "sweep"))
     second = unique_dir(str(tmp_path / "sweep"))
     assert first == str(tmp_path / "sweep") and second == str(tmp_path / "sweep-2")
+
+
+def test_a_stop_signal_inside_training_is_raised_at_the_next_batch_end() -> None:
+    """A signal's exception raised between two arbitrary bytecodes can land inside
+    TensorBoard's queue.put and leave its writer asleep for 120 s (a SIGTERM'd job hung that
+    long): inside the training and test loops it waits for the batch end instead."""
+    previous = install_stop_handlers()
+    assert set(previous) == {signal.SIGINT, signal.SIGTERM}  # pytest runs tests on the main thread
+    reached_end_of_block = False
+    try:
+        with pytest.raises(SIGTERMException):
+            with stops_between_batches():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)  # the handler has run by now; it must not have raised
+                reached_end_of_block = True
+        assert reached_end_of_block
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C does not wait
+            with stops_between_batches():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)
+                pytest.fail("the second Ctrl-C should have stopped the block at once")
+        with pytest.raises(SIGTERMException):  # outside the loops: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+    finally:
+        restore_stop_handlers(previous)
+    assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]

@@ -75,7 +75,8 @@ def check_checkpoint(path: Path, model: torch.nn.Module) -> None:
         raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}); delete it to "
                               f"start this job from scratch.") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
+    # best_val_acc: in the state_dict of checkpoints written by earlier versions
+    found = {k: tuple(v.shape) for k, v in state.items() if k != "best_val_acc"}
     if expected != found:
         raise CheckpointError(
             f"{path} was saved by a different network than the one configured. Use the "

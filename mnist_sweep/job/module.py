@@ -15,6 +15,9 @@ from mnist_sweep.job.network import build_network, count_parameters
 from mnist_sweep.job.schedules import build_optimizer, build_scheduler
 
 
+BEST_VAL_ACC_KEY = "best_val_acc"
+
+
 class CNNClassifier(pl.LightningModule):
     """Trains one network of the family; logs train/val/test loss and accuracy per epoch."""
 
@@ -34,8 +37,9 @@ class CNNClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
-        # Best validation accuracy so far; a buffer so that it survives a resume.
-        self.register_buffer("best_val_acc", torch.zeros(()))
+        # Best validation accuracy so far, kept in checkpoints by the hooks below. Not a buffer:
+        # weight averaging (model.ema_decay) averages and swaps every buffer.
+        self.best_val_acc = torch.zeros(())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.model_cfg.channels_last:
@@ -74,8 +78,17 @@ class CNNClassifier(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         acc = self.val_acc.compute()
-        self.best_val_acc = torch.maximum(self.best_val_acc, acc.to(self.best_val_acc))
+        self.best_val_acc = torch.maximum(self.best_val_acc.to(acc), acc.detach())
         self.log("val/acc_best", self.best_val_acc, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[BEST_VAL_ACC_KEY] = float(self.best_val_acc)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # checkpoints written before it left the state_dict hold it there
+        legacy = checkpoint["state_dict"].pop(BEST_VAL_ACC_KEY, None)
+        value = checkpoint.get(BEST_VAL_ACC_KEY, legacy)
+        self.best_val_acc = torch.as_tensor(float(value if value is not None else 0.0))
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)

@@ -23,7 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -58,6 +58,12 @@ from mnist_sweep.job.status import (
     RUNNING,
     read_status,
     write_status,
+)
+from mnist_sweep.job.stop import (
+    StopBetweenBatches,
+    install_stop_handlers,
+    restore_stop_handlers,
+    stops_between_batches,
 )
 from mnist_sweep.job.threads import set_cpu_threads
 from mnist_sweep.locks import FolderLocked, acquire, release
@@ -110,7 +116,7 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
                   job_num: int | None, extra_callbacks: list[pl.Callback]) -> pl.Trainer:
     t = cfg.trainer
     callbacks: list[pl.Callback] = [EpochTimer(), ProgressRecorder(job_dir), RandomState(),
-                                    *extra_callbacks]
+                                    StopBetweenBatches(), *extra_callbacks]
     if cfg.logger.checkpoint_every_epoch:
         # One file, replaced atomically after every epoch. An interrupted job resumes from
         # here: the end of its last whole epoch (Lightning cannot resume reliably mid-epoch).
@@ -118,6 +124,10 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
         callbacks.append(ModelCheckpoint(dirpath=job_dir / CHECKPOINT_DIR, filename="last",
                                          save_top_k=1, monitor=None,
                                          enable_version_counter=False))
+    if cfg.model.ema_decay > 0:
+        # Lightning's own EMA: validation and the final test use the averaged weights, and
+        # checkpoints keep both (the averaged ones as the state_dict)
+        callbacks.append(EMAWeightAveraging(decay=cfg.model.ema_decay))
     bar = t.enable_progress_bar and job_num is None  # a multirun shows its live view instead
     if bar:
         callbacks.append(RichProgressBar(leave=True))
@@ -177,7 +187,9 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
     write_status(job_dir, RUNNING, params=model.num_parameters,
                  dataset=datamodule.dataset_label, resumed_from=str(resume_from or ""),
                  error=None)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    with stops_between_batches():
+        trainer.fit(model, datamodule=datamodule,
+                    ckpt_path=str(resume_from) if resume_from else None)
     if divergence.reason:
         write_session_end(logger, DIVERGED)
         raise DivergedError(divergence.reason)
@@ -186,7 +198,8 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
         logger.finalize("success")
         raise pruning.pruned
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    trainer.test(model, datamodule=datamodule, verbose=False)
+    with stops_between_batches():
+        trainer.test(model, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     final = {
         "val/acc_best": float(model.best_val_acc) if cfg.data.validates else None,
@@ -203,18 +216,6 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
     write_session_end(logger, FINISHED)
     logger.finalize("success")
     return final
-
-
-def _raise_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does."""
-    raise SIGTERMException()
-
-
-def _install_sigterm_handler() -> Any:
-    try:
-        return signal.signal(signal.SIGTERM, _raise_sigterm)
-    except ValueError:  # not the main thread (some launchers): keep the default handler
-        return None
 
 
 def _record_failure(job_dir: Path, status: str, error: str) -> None:
@@ -263,7 +264,8 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     except FolderLocked as exc:
         _give_up(job_dir, multirun, "refused", str(exc))
         return None
-    previous_handler = _install_sigterm_handler()
+    # SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does
+    previous_handlers = install_stop_handlers()
     try:
         write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)
         metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME)
@@ -314,8 +316,7 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
             raise SystemExit(1) from None
         return None
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        restore_stop_handlers(previous_handlers)
         release(job_dir)
     if not multirun:
         print_result(job_dir, metrics)

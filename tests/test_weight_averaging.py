@@ -1,0 +1,43 @@
+"""`model.ema_decay`: Lightning's EMA weight averaging, through the real command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import TINY, run_cli
+
+
+def test_weight_averaging_keeps_both_weights_and_an_honest_best_val_acc(tiny_root,
+                                                                         tmp_path) -> None:
+    proc = run_cli([f"data.root={tiny_root}", *TINY, "data.batch_size=16", "model.ema_decay=0.9",
+                    "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "finished"
+    assert status["signature"]["model.ema_decay"] == 0.9  # a resume cannot switch it silently
+
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    averaged, trained = ckpt["state_dict"], ckpt["current_model_state"]
+    assert averaged.keys() == trained.keys()
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+
+    # The best validation accuracy is the best epoch's, as logged: averaging every buffer of
+    # the module once averaged this running maximum too (0.81 against epochs of 1.0).
+    acc = EventAccumulator(str(run / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = [e.value for e in acc.Scalars("val/acc")]
+    assert len(logged) == 2
+    assert status["metrics"]["val/acc_best"] == pytest.approx(max(logged))
+
+
+def test_a_decay_of_one_is_refused_with_the_key_to_change(tiny_root, tmp_path) -> None:
+    proc = run_cli([f"data.root={tiny_root}", *TINY, "model.ema_decay=1.0",
+                    "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "model.ema_decay=1.0 is not valid" in proc.stderr
+    assert "Traceback" not in proc.stderr
