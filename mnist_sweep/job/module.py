@@ -14,7 +14,6 @@ from mnist_sweep.config import ModelConfig, OptimConfig, SchedulerConfig
 from mnist_sweep.job.network import build_network, count_parameters
 from mnist_sweep.job.schedules import build_optimizer, build_scheduler
 
-
 BEST_VAL_ACC_KEY = "best_val_acc"
 
 

@@ -23,11 +23,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from mnist_sweep.config import ConfigError, RunConfig, validate
+from mnist_sweep.job.averaging import WarmupEMA
 from mnist_sweep.job.callbacks import (
     DivergedError,
     DivergenceGuard,
@@ -125,9 +126,8 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
                                          save_top_k=1, monitor=None,
                                          enable_version_counter=False))
     if cfg.model.ema_decay > 0:
-        # Lightning's own EMA: validation and the final test use the averaged weights, and
-        # checkpoints keep both (the averaged ones as the state_dict)
-        callbacks.append(EMAWeightAveraging(decay=cfg.model.ema_decay))
+        # validation and the final test use the averaged weights; checkpoints keep both
+        callbacks.append(WarmupEMA(cfg.model.ema_decay))
     bar = t.enable_progress_bar and job_num is None  # a multirun shows its live view instead
     if bar:
         callbacks.append(RichProgressBar(leave=True))
