@@ -283,6 +283,31 @@ def test_results_and_summary_re_render_from_their_csv(head_sweep, seed_sweep,
         "acc_vs_params.png", "summary.csv", "summary.md", "val_acc.png"]
 
 
+def test_results_add_new_sweeps_to_the_records_of_old_ones(head_sweep, seed_sweep,
+                                                           tmp_path: Path) -> None:
+    """docs/results.md grows: the records of sweeps whose folders are gone, plus new sweeps;
+    running the command printed at its top again counts every run once."""
+    heads, seeds = head_sweep[0], seed_sweep[0]
+    old = tmp_path / "old.md"
+    assert report_cli(heads, "--results", old).returncode == 0
+    combined = tmp_path / "combined.md"
+    proc = report_cli("--from-csv", old.with_suffix(".csv"), seeds, "--results", combined)
+    assert proc.returncode == 0, proc.stderr
+    both = tmp_path / "both.md"
+    assert report_cli(heads, seeds, "--results", both).returncode == 0
+    rows = sorted(read_csv(combined.with_suffix(".csv")), key=lambda r: (r["sweep"], r["job"]))
+    assert rows == sorted(read_csv(both.with_suffix(".csv")), key=lambda r: (r["sweep"], r["job"]))
+    assert f"--from-csv {old.with_suffix('.csv')} {seeds} --results {combined}" in (
+        combined.read_text().splitlines()[2])
+    # the same command again, now with the folder's runs already among the records
+    again = report_cli("--from-csv", combined.with_suffix(".csv"), seeds, "--results", combined)
+    assert again.returncode == 0, again.stderr
+    assert len(read_csv(combined.with_suffix(".csv"))) == len(rows)
+    # without --results there is nothing to combine them into
+    alone = report_cli("--from-csv", old.with_suffix(".csv"), seeds)
+    assert alone.returncode == 2 and "need --results" in alone.stderr
+
+
 def test_from_csv_of_a_file_that_is_not_a_report(tmp_path: Path) -> None:
     bad = tmp_path / "notes.csv"
     bad.write_text("a,b\n1,2\n")

@@ -100,11 +100,17 @@ def build_results(folders: list[Path]) -> Results:
     return group_runs(runs, [Path(f) for f in folders])
 
 
-def results_from_csv(csv_path: Path) -> Results:
-    return group_runs(read_records(csv_path), [Path(csv_path)])
+def results_from_csv(csv_path: Path, folders: list[Path] = ()) -> Results:
+    """A results CSV's runs, plus the runs of `folders` (which replace their own earlier
+    records, so the same command run again counts every run once)."""
+    fresh = [run for folder in folders for run in read_folder(Path(folder))]
+    seen = {(str(r.sweep), r.job) for r in fresh}
+    kept = [r for r in read_records(csv_path) if (str(r.sweep), r.job) not in seen]
+    return group_runs(kept + fresh, [Path(csv_path), *map(Path, folders)])
 
 
-def write_results(results: Results, path: Path, from_csv: Path | None = None) -> list[Path]:
+def write_results(results: Results, path: Path, from_csv: Path | None = None,
+                  folders: list[Path] = ()) -> list[Path]:
     """The Markdown document and, beside it, the per-run CSV (with each run's group)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sweeps = list(dict.fromkeys(str(r.sweep) for r in results.runs))
@@ -112,7 +118,8 @@ def write_results(results: Results, path: Path, from_csv: Path | None = None) ->
         command = f"{REPORT_CMD} {quoted(results.sources)} --results {quoted([path])}"
         source = "the TensorBoard event files and status.json"
     else:
-        command = f"{REPORT_CMD} --from-csv {quoted([from_csv])} --results {quoted([path])}"
+        command = (f"{REPORT_CMD} --from-csv {quoted([from_csv])} "
+                   + (f"{quoted(folders)} " if folders else "") + f"--results {quoted([path])}")
         source = (f"the records in {from_csv} (read from the TensorBoard event files and "
                   f"status.json of the sweeps {', '.join(sweeps)})")
     return [write_text(path, results_markdown(results, command, source)),

@@ -30,11 +30,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "mean and std over seeds, and FILE.csv beside it")
     parser.add_argument("--from-csv", type=Path, metavar="FILE.csv",
                         help="render from a report's CSV records instead of run folders: "
-                             "with --results, the document over all its runs; without, "
-                             "summary.md beside a summary.csv")
+                             "with --results, the document over all its runs (and those of "
+                             "any FOLDERs given, which replace their earlier records); "
+                             "without, summary.md beside a summary.csv")
     args = parser.parse_args(argv)
-    if args.from_csv and args.folders:
-        parser.error("give run folders or --from-csv FILE.csv, not both")
+    if args.from_csv and args.folders and not args.results:
+        parser.error("run folders with --from-csv FILE.csv need --results FILE.md (the "
+                     "document that combines them)")
     if not args.from_csv and not args.folders:
         parser.error("give at least one sweep or run folder (or --from-csv FILE.csv)")
     return args
@@ -46,8 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.from_csv:
             if args.results:
-                files = write_results(results_from_csv(args.from_csv), args.results,
-                                      from_csv=args.from_csv)
+                for folder in args.folders:  # check them all before writing anything
+                    find_jobs(folder)
+                files = write_results(results_from_csv(args.from_csv, args.folders),
+                                      args.results, from_csv=args.from_csv,
+                                      folders=args.folders)
                 console.print("Results written: " + ", ".join(map(str, files)),
                               markup=False, highlight=False, soft_wrap=True)
             else:
