@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
@@ -22,7 +23,7 @@ import yaml
 from PIL import Image
 
 from mnist_sweep.report import build_results
-from mnist_sweep.report.plots import val_acc_figure
+from mnist_sweep.report.plots import acc_vs_params_figure, val_acc_figure
 from mnist_sweep.report.read import read_folder
 from mnist_sweep.report.stats import describe
 from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli, write_tiny_mnist
@@ -160,7 +161,8 @@ def test_plots_are_real_png_images(head_sweep, name: str) -> None:
     assert path.stat().st_size > 5000
     with Image.open(path) as image:
         image.verify()
-    assert matplotlib.image.imread(path).shape[:2] == (600, 960)
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width == 960 and height >= 540  # taller with each run in the legend below
 
 
 def test_cli_rebuilds_the_same_report(head_sweep) -> None:
@@ -343,6 +345,28 @@ def test_one_epoch_plot_has_whole_epoch_ticks(single_run: Path) -> None:
     ax = val_acc_figure(runs, describe(runs)).axes[0]
     low, high = ax.get_xlim()
     assert [t for t in ax.get_xticks() if low <= t <= high] == [1.0]
+
+
+def test_a_search_s_long_labels_stay_inside_the_plots(single_run: Path) -> None:
+    """Fourteen trials labelled with full-precision floats covered the chart and ran off the
+    figure; numbers are cut to 3 significant digits and the legend sits below the chart."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    run = read_folder(single_run)[0]
+    runs = [replace(run, job=f"{i}_trial", params=9830) for i in range(14)]
+    labels = [f"model.dropout={0.01915194503788923 + i / 100} scheduler.max_lr=0.0152427989"
+              for i in range(14)]
+    for figure in (val_acc_figure, acc_vs_params_figure):
+        fig = figure(runs, labels)
+        FigureCanvasAgg(fig).draw()
+        legend = fig.legends[0]
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert texts[0] == "0: model.dropout=0.0192 scheduler.max_lr=0.0152"
+        assert len(texts) == 14
+        box, page = legend.get_window_extent(), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0
+        chart = fig.axes[0].get_window_extent()
+        assert chart.y0 > box.y1  # below the chart, not on it
 
 
 def damaged_copy(head_sweep, tmp_path: Path) -> tuple[Path, str]:
