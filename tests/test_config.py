@@ -67,6 +67,14 @@ def test_presets_stay_under_budget(preset: str) -> None:
     assert cfg.trainer.max_epochs <= 20
 
 
+def test_the_small_preset_stays_under_ten_thousand_in_fifteen_epochs() -> None:
+    cfg = validate(compose_cfg(["experiment=under10k"]))
+    net = build_network(cfg.model.head, cfg.model.separable, cfg.model.filters,
+                        cfg.model.dropout, cfg.model.transition_channels)
+    assert count_parameters(net) == 9_830
+    assert cfg.trainer.max_epochs == 15 and cfg.model.ema_decay == 0.999
+
+
 def test_best_preset_is_tuned_with_smoothing_and_scaling() -> None:
     tuned, best = (validate(compose_cfg([f"experiment={p}"])) for p in ("tuned", "best"))
     assert (best.model.label_smoothing, best.data.augment.scale) == (0.1, 0.1)
