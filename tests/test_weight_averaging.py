@@ -56,3 +56,17 @@ def test_the_average_follows_training_from_the_first_epoch(tiny_root, tmp_path) 
         first_epoch[decay] = status["metrics"]["val/acc"]
     assert first_epoch["0.0"] > 0.5
     assert first_epoch["0.999"] > 0.8 * first_epoch["0.0"]
+
+
+def test_folders_written_before_the_setting_existed_read_as_without_averaging() -> None:
+    """A run recorded before `model.ema_decay` existed computed what ema_decay=0 computes:
+    it resumes under today's defaults, and the report groups it with their runs."""
+    from mnist_sweep.config import validate
+    from mnist_sweep.job.signature import differences, job_signature
+    from tests.test_config import compose_cfg
+
+    plain = validate(compose_cfg([]))
+    before = {k: v for k, v in job_signature(plain).items() if k != "model.ema_decay"}
+    assert differences(before, plain) == []
+    averaged = validate(compose_cfg(["model.ema_decay=0.999"]))
+    assert differences(before, averaged) == ["model.ema_decay: 0.0 -> 0.999"]

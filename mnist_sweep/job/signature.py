@@ -24,6 +24,16 @@ NOT_RESULT_KEYS = frozenset({
 NOT_RESULT_PREFIXES = ("search_trial.",)
 
 
+# Settings added after earlier folders were written, each with the value that computes what
+# those folders' runs computed: a record without the key is read as having that value.
+ADDED_SETTINGS: dict[str, Any] = {"model.ema_decay": 0.0}
+
+
+def with_added_settings(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A full record (it has `model.head`) completed with the settings added after it."""
+    return ADDED_SETTINGS | recorded if "model.head" in recorded else recorded
+
+
 def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"model": {"head": "gmp"}}` -> `{"model.head": "gmp"}`: one key per setting."""
     flat: dict[str, Any] = {}
@@ -67,6 +77,7 @@ def differences(recorded: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
     current = job_signature(cfg) if "model.head" in recorded else _legacy_signature(cfg)
     if "model.head" not in recorded:
         recorded = {"val_size": 5000} | recorded  # older legacy records lack val_size
+    recorded = with_added_settings(recorded)
     current = {k: v for k, v in current.items() if is_result_key(k)}
     recorded = {k: v for k, v in recorded.items() if is_result_key(k)}
     keys = sorted(set(recorded) | set(current))

