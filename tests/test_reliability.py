@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -194,3 +195,44 @@ def test_a_stop_signal_inside_training_is_raised_at_the_next_batch_end() -> None
     finally:
         restore_stop_handlers(previous)
     assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]
+
+
+def test_sigterm_to_a_parallel_sweep_stops_the_jobs_in_its_workers(tiny_root, tmp_path) -> None:
+    """`kill <pid>` of a joblib sweep reaches that process only: its workers went on training
+    into the sweep folder after the sweep had ended. Now the jobs stop and say so."""
+    args = ["head=gmp,gap", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=300", "hydra.sweep.dir=sweep"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"),
+           "MPLCONFIGDIR": MPL_CONFIG_DIR}
+    # output to a file: the workers, idle once their jobs stop, would hold a pipe open; a
+    # session of its own, so that whatever is left of it can be cleaned up at the end
+    with open(tmp_path / "output.txt", "w") as output:
+        proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
+                                env=env, stdout=output, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    try:
+        _check_parallel_sweep_stops(proc, tmp_path / "sweep")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _check_parallel_sweep_stops(proc: subprocess.Popen, sweep: Path) -> None:
+    deadline = time.monotonic() + 240
+    while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None, (sweep.parent / "output.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the jobs never saved a checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGTERM  # the sweep's process ends as SIGTERM ends it
+    jobs = jobs_of(sweep)
+    deadline = time.monotonic() + 60
+    while {status_of(j)["status"] for j in jobs} != {"interrupted"}:
+        assert time.monotonic() < deadline, [status_of(j)["status"] for j in jobs]
+        time.sleep(0.2)
+    events = {j: sorted((j / "tb" / "mnist").iterdir()) for j in jobs}
+    sizes = {p: p.stat().st_size for files in events.values() for p in files}
+    time.sleep(3)  # nothing trains on
+    assert {p: p.stat().st_size for files in events.values() for p in files} == sizes
+    assert not list(sweep.glob("*/.mnist_sweep.lock"))

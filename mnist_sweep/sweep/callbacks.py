@@ -34,6 +34,7 @@ from mnist_sweep.sweep.plan import (
     refusals,
     refuse_if_locked,
 )
+from mnist_sweep.sweep.signals import forward_sigterm_to_jobs, stop_forwarding
 
 log = logging.getLogger("mnist_sweep")
 NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
@@ -174,6 +175,7 @@ class SweepCallback(Callback):
             if new_folder and sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
                 sweep_dir.rmdir()
             raise
+        forward_sigterm_to_jobs()
 
     @staticmethod
     def _check_sweep(config: DictConfig, sweep_dir: Path) -> None:
@@ -227,6 +229,7 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mnist_sweep.report import build_report
 
+        stop_forwarding()
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             report = build_report(sweep_dir)

@@ -1,0 +1,60 @@
+"""SIGTERM to a sweep's process reaches the jobs it runs in other processes.
+
+`kill <pid>` signals that one process. With joblib's launcher the jobs train in worker
+processes, which would go on training into the sweep folder after the sweep had ended. The
+sweep's process passes SIGTERM on to every process below it (found through Linux's /proc;
+elsewhere there is nothing to find and nothing changes): their jobs stop at the next batch
+end and record themselves as interrupted. Then it ends as SIGTERM ends it anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+_previous: Any = None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended while we looked
+            continue
+        # pid (comm) state ppid ...; comm may hold spaces and parentheses
+        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def _forward_and_end(signum: int, frame: object) -> None:
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def forward_sigterm_to_jobs() -> None:
+    """From now until `stop_forwarding`, SIGTERM to this process reaches its jobs too."""
+    global _previous
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        _previous = signal.signal(signal.SIGTERM, _forward_and_end)
+
+
+def stop_forwarding() -> None:
+    global _previous
+    if _previous is not None:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, _previous)
+        _previous = None
