@@ -36,4 +36,3 @@ class WarmupEMA(WeightAveraging):
 
     def __init__(self, decay: float) -> None:
         super().__init__(use_buffers=True, multi_avg_fn=warmup_ema_update(decay))
-        self.decay = decay

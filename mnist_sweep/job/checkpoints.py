@@ -17,6 +17,7 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from mnist_sweep.job.folder import CHECKPOINT
+from mnist_sweep.job.module import BEST_VAL_ACC_KEY
 
 
 class CheckpointError(RuntimeError):
@@ -75,8 +76,8 @@ def check_checkpoint(path: Path, model: torch.nn.Module) -> None:
         raise CheckpointError(f"{path} cannot be read ({type(exc).__name__}); delete it to "
                               f"start this job from scratch.") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    # best_val_acc: in the state_dict of checkpoints written by earlier versions
-    found = {k: tuple(v.shape) for k, v in state.items() if k != "best_val_acc"}
+    # in the state_dict of checkpoints written by earlier versions
+    found = {k: tuple(v.shape) for k, v in state.items() if k != BEST_VAL_ACC_KEY}
     if expected != found:
         raise CheckpointError(
             f"{path} was saved by a different network than the one configured. Use the "

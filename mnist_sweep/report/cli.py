@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     console = default_console()
     try:
+        for folder in args.folders:  # check them all before writing anything
+            find_jobs(folder)
         if args.from_csv:
             if args.results:
-                for folder in args.folders:  # check them all before writing anything
-                    find_jobs(folder)
                 files = write_results(results_from_csv(args.from_csv, args.folders),
                                       args.results, from_csv=args.from_csv,
                                       folders=args.folders)
@@ -58,8 +58,6 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 report_from_csv(args.from_csv, console)
             return
-        for folder in args.folders:  # check them all before writing anything
-            find_jobs(folder)
         for folder in args.folders:
             build_report(folder, console)
         if args.results:

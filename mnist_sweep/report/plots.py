@@ -18,16 +18,22 @@ def plot_label(label: str) -> str:
     return LONG_NUMBER.sub(lambda m: f"{float(m.group()):.3g}", label)
 
 
+def _figure_with_legend_below(entries: int):
+    """A chart with room below it for a legend of `entries` lines."""
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any process
+
+    fig = Figure(figsize=(8, 4.5 + 0.2 * entries), layout="constrained")
+    return fig, fig.subplots()
+
+
 def val_acc_figure(runs: list[Run], labels: list[str]):
     """Validation accuracy per epoch, every run on one chart, one tick per whole epoch.
     The legend goes below the chart, which it would otherwise cover once there are a few
     runs; the figure grows with it."""
-    from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any process
     from matplotlib.ticker import MaxNLocator
 
     curves = [(run, label) for run, label in zip(runs, labels, strict=True) if run.val_curve]
-    fig = Figure(figsize=(8, 4.5 + 0.2 * len(curves)), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = _figure_with_legend_below(len(curves))
     for i, (run, label) in enumerate(curves):
         # ten colours, then the same colours dashed, dotted, ...
         ax.plot(range(1, len(run.val_curve) + 1), run.val_curve, marker="o", markersize=4,
@@ -49,13 +55,10 @@ def val_acc_figure(runs: list[Run], labels: list[str]):
 def acc_vs_params_figure(runs: list[Run], labels: list[str]):
     """Test accuracy against parameter count, one point per finished run, marked with its
     job number; the legend below the chart says which configuration each number is."""
-    from matplotlib.figure import Figure
-
     points = [(r.params, r.test_acc, job_number(r.job), plot_label(label))
               for r, label in zip(runs, labels, strict=True)
               if r.params is not None and r.test_acc is not None]
-    fig = Figure(figsize=(8, 4.5 + 0.2 * len(points)), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = _figure_with_legend_below(len(points))
     for i, (params, acc, number, label) in enumerate(points):
         ax.scatter(params, acc, label=f"{number}: {label}")
         # alternate the offsets so runs with equal parameter counts stay readable
