@@ -66,6 +66,7 @@ class CNNClassifier(pl.LightningModule):
         if self.train_acc.update_called:
             self.log("train/acc", self.train_acc.compute(), on_step=False, on_epoch=True)
         self.train_acc.reset()
+        self._log_epoch_as_step(self.current_epoch + 1)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
@@ -79,6 +80,15 @@ class CNNClassifier(pl.LightningModule):
         acc = self.val_acc.compute()
         self.best_val_acc = torch.maximum(self.best_val_acc.to(acc), acc.detach())
         self.log("val/acc_best", self.best_val_acc, on_epoch=True)
+        self._log_epoch_as_step(self.current_epoch + 1)
+
+    def _log_epoch_as_step(self, epoch: int) -> None:
+        """A metric named `step` is the x value Lightning writes the others at (and then it
+        adds no `epoch` scalar, logger_connector.log_metrics): every per-epoch series is
+        logged at its epoch number, 1, 2, ..., so that runs with different batch or data
+        sizes line up in TensorBoard, and a repeated epoch of a resumed run replaces its
+        value instead of adding one."""
+        self.log("step", float(epoch), on_step=False, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[BEST_VAL_ACC_KEY] = float(self.best_val_acc)
@@ -89,11 +99,24 @@ class CNNClassifier(pl.LightningModule):
         value = checkpoint.get(BEST_VAL_ACC_KEY, legacy)
         self.best_val_acc = torch.as_tensor(float(value if value is not None else 0.0))
 
+    def on_test_epoch_start(self) -> None:
+        self._test_predicted: list[torch.Tensor] = []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_as_step(self.current_epoch)  # after fit: the epochs trained
+
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits, y = self._step(batch)
         self.test_acc.update(logits, y)
+        # kept on the device, read back once at the end (test_predictions): no host sync
+        self._test_predicted.append(logits.argmax(dim=1).to(torch.uint8))
         self.log("test/loss", loss, on_epoch=True, batch_size=len(y))
         self.log("test/acc", self.test_acc, on_epoch=True, batch_size=len(y))
+
+    def test_predictions(self) -> torch.Tensor:
+        """The predicted class of each image of the last test, in test-set order (uint8)."""
+        predicted = getattr(self, "_test_predicted", [])
+        return torch.cat(predicted).cpu() if predicted else torch.zeros(0, dtype=torch.uint8)
 
     def on_train_epoch_start(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False,

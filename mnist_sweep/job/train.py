@@ -47,6 +47,7 @@ from mnist_sweep.job.datasets import DataError
 from mnist_sweep.job.folder import CHECKPOINT_DIR, REFUSE, RESUME, SKIP, judge
 from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session_start
 from mnist_sweep.job.module import CNNClassifier
+from mnist_sweep.job.predictions import write_predictions
 from mnist_sweep.job.pruning import TrialPruned, trial_pruning
 from mnist_sweep.job.quiet import quiet_lightning
 from mnist_sweep.job.signature import job_signature
@@ -213,6 +214,11 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
         write_session_end(logger, DIVERGED)
         raise DivergedError(f"{not_finite[0]} is {final[not_finite[0]]} on the test set: the "
                             f"trained network produces non-finite outputs; lower optim.lr")
+    # before `finished` (run_job): a finished job always has its predictions file
+    assert datamodule.loaded is not None
+    write_status(job_dir, RUNNING, predictions=write_predictions(
+        job_dir, model.test_predictions(), datamodule.loaded.test_images,
+        datamodule.loaded.test_labels))
     write_session_end(logger, FINISHED)
     logger.finalize("success")
     return final
