@@ -38,12 +38,55 @@ def main() -> None:
     # fail: lift -m/--multirun in front of the overrides, wherever the user typed it.
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in flags)]
+    if any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in sys.argv[1:]):
+        validate_before_printing(sys.argv[1:])
     try:
         hydra_entry()
     except SystemExit as exc:
         if type(exc).__name__ == "WriteFailed":  # raised only once job.train is imported
             stop_after_write_failure(exc)
         raise
+
+
+# Hydra's flags that take a value: what follows them is not an override
+_FLAGS_WITH_VALUE = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn",
+                     "--config-name", "-cd", "--config-dir", "--info", "-i",
+                     "--experimental-rerun")
+
+
+def validate_before_printing(args: list[str]) -> None:
+    """`--cfg job` prints the composed config without running the checks a run starts with,
+    so invalid values would print as if they were fine: compose and validate every job the
+    command line describes first (one message and exit code 2, as a run would end)."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from mnist_sweep.config import ConfigError, validate
+
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None)
+                for job in batch] if any(o.is_sweep_override() for o in parsed) else [overrides]
+    except Exception:  # left to Hydra, which explains a malformed override itself
+        return
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        for job in jobs:
+            try:
+                validate(compose(config_name="config", overrides=job, return_hydra_config=True))
+            except ConfigError as exc:
+                print(f"Error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+            except Exception:  # composition errors: Hydra reports them when it composes
+                return
 
 
 def stop_after_write_failure(exc: Any) -> None:

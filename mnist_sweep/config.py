@@ -211,6 +211,8 @@ class RunConfig:
         _check(sched.name != "onecycle" or sched.max_lr is None or sched.max_lr > self.optim.lr,
                "scheduler.max_lr", sched.max_lr,
                f"a peak above optim.lr={self.optim.lr} (the one-cycle schedule starts at "
+        # torch and Lightning's seed_everything take seeds in [0, 2**32)
+        _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in 0..4294967295")
                f"optim.lr and rises to scheduler.max_lr), or null for 10 x optim.lr")
         _check(not (not self.data.validates and self.optimized_metric
                     and self.optimized_metric.startswith("val/")),

@@ -8,6 +8,7 @@ another, and a finished result is never run again or overwritten.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,12 @@ from mnist_sweep.job.status import DIVERGED, FINAL, StatusDamaged, read_status
 RUN, RESUME, SKIP, REFUSE = "run", "resume", "skip", "refuse"
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT = Path(CHECKPOINT_DIR) / "last.ckpt"  # relative to the job folder
+
+
+# Jobs of this process refused when they were about to start (their folder changed after
+# the sweep's check, or another process holds it), by folder: the folder's status.json is
+# then another run's, and the job's end line must say "refused", not show that run's result.
+REFUSED_AT_START: dict[Path, str] = {}
 
 
 @dataclass
@@ -38,12 +45,31 @@ def recorded_command(folder: Path) -> str | None:
     return " ".join(["python -m mnist_sweep", *map(shlex.quote, map(str, overrides or []))])
 
 
+_PLAIN_VALUE = re.compile(r"[\w/.+:~@%-]+")
+
+
+def folder_override(key: str, folder: Path | str) -> str:
+    """`key=<folder>` as one types it in a shell: quoted for Hydra where the path holds
+    characters its override grammar reads (`=`, `,`, spaces in job folder names), then for
+    the shell."""
+    value = str(folder)
+    if not _PLAIN_VALUE.fullmatch(value):
+        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    text = f"{key}={value}"
+    if text == shlex.quote(text) or any(c in text for c in '$`"\\!'):
+        return shlex.quote(text)
+    return f'"{text}"'  # readable, and the same to the shell as shlex's quoting
+
+
 def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
     """The verdict for running `run_cfg` in `folder`; `where` names the override that picks
     the folder (hydra.sweep.dir or hydra.run.dir), for the messages."""
     too_long = name_too_long(folder)
     if too_long:
         return Verdict(REFUSE, too_long)
+    if folder.exists() and not folder.is_dir():
+        return Verdict(REFUSE, f"{folder} is a file, not a folder: move it away or choose "
+                               f"another {where}.")
     try:
         status = read_status(folder)
     except StatusDamaged as exc:

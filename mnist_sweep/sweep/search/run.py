@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from mnist_sweep.job.folder import folder_override
 from mnist_sweep.sweep.search.space import SearchSpace, format_value
 from mnist_sweep.sweep.search.study import (
     PRUNER_ATTR,
@@ -116,9 +117,9 @@ class Search:
                 for t in threads:
                     t.join()
             except KeyboardInterrupt:  # the jobs' own processes got Ctrl-C too and saved
-                log.error("search interrupted. Run the same command with hydra.sweep.dir=%s "
-                          "to continue it: its running trials are asked again in their "
-                          "folders.", self.sweeper.sweep_dir)
+                log.error("search interrupted. Run the same command with %s to continue "
+                          "it: its running trials are asked again in their folders.",
+                          folder_override("hydra.sweep.dir", self.sweeper.sweep_dir))
                 raise SystemExit(130) from None
             if self._errors:
                 raise self._errors[0]

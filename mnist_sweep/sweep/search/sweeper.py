@@ -56,13 +56,16 @@ class SearchSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: list[str]) -> Any:
+        from mnist_sweep.sweep.callbacks import abandon_sweep, describe_search
         from mnist_sweep.sweep.search.study import SearchError
 
         try:
             search = self._prepare(arguments)
         except SearchError as exc:
             print(f"Error: {exc}", file=sys.stderr)
+            abandon_sweep(self.sweep_dir)  # no lock, experiment file or new folder left
             raise SystemExit(2) from None
+        describe_search(self.config, self.sweep_dir)
         return search.run()
 
     def _compose(self, overrides: list[str]) -> DictConfig:
