@@ -1,0 +1,1 @@
+"""mnist_sweep's Slurm launcher, registered where Hydra looks for plugins."""

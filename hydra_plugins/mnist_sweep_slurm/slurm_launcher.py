@@ -1,0 +1,105 @@
+"""Hydra instantiates plugins only from the `hydra_plugins` namespace: this is the launcher
+`hydra/launcher=slurm` names, Hydra's submitit Slurm launcher with the additions described in
+mnist_sweep/sweep/slurm.py (where their parts live)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import OmegaConf, open_dict
+
+from mnist_sweep.sweep.slurm import (
+    SlurmRefused,
+    check_cluster,
+    leave_as_found,
+    record_jobs,
+    record_stopped_job,
+)
+
+log = logging.getLogger("mnist_sweep")
+
+
+class SlurmLauncher(plugin.SlurmLauncher):
+    """Hydra's submitit Slurm launcher (conf/hydra/launcher/slurm.yaml), checked against the
+    cluster before it submits, waiting for each job on its own, keeping the jobs' Slurm ids
+    (mnist_sweep/sweep/slurm.py says why)."""
+
+    def setup(self, **kwargs: Any) -> None:
+        """Hydra sets the launcher up once, in the command's main thread, before the first
+        job is launched: the place to refuse what this cluster can never run."""
+        super().setup(**kwargs)
+        try:
+            check_cluster(self.params)
+        except SlurmRefused as exc:
+            print(f"Error: {exc.message}", file=sys.stderr)
+            leave_as_found(Path(str(self.config.hydra.sweep.dir)))
+            raise
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        """The plugin's own launch (same executor, parameters and job arguments), waiting
+        for each job on its own instead of raising at the first uncompleted one."""
+        import submitit
+
+        assert self.config is not None
+        init_keys = {"submitit_folder", "max_num_timeout"}
+        executor = submitit.AutoExecutor(
+            cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
+            **{f"{self._EXECUTOR}_max_num_timeout": self.params["max_num_timeout"]})
+        baseparams = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{
+            key if key in baseparams else f"{self._EXECUTOR}_{key}": value
+            for key, value in self.params.items() if key not in init_keys})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        job_params = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
+                               Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*job_params, strict=True))
+        record_jobs(sweep_dir, {params[2]: job.job_id
+                                for params, job in zip(job_params, jobs, strict=True)})
+        return [self._result(job, params[0], params[2])
+                for params, job in zip(job_params, jobs, strict=True)]
+
+    def _result(self, job: Any, overrides: list[str], num: int) -> JobReturn:
+        from submitit.core.utils import UncompletedJobError
+
+        try:
+            return job.results()[0]
+        except UncompletedJobError as exc:  # FailedJobError too: the job raised past run_job
+            return self._stopped(job, overrides, num, exc)
+
+    def _stopped(self, job: Any, overrides: list[str], num: int,
+                 exc: Exception) -> JobReturn:
+        from mnist_sweep.sweep.plan import job_folder
+
+        assert self.hydra_context is not None and self.config is not None
+        job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        job_dir = job_folder(job_cfg, num)
+        state = str(job.state)
+        outcome = record_stopped_job(job_dir, state, str(job.job_id))
+        shown = [o for o in filter_overrides(overrides) if not o.startswith("++search_trial=")]
+        log.error("[job %d of %s] %s -> %s: Slurm job %s ended %s without a result (%s); its "
+                  "log: %s", num + 1, os.environ.get("MNIST_SWEEP_NUM_JOBS", "?"),
+                  " ".join(shown) or "(defaults)", outcome, job.job_id, state,
+                  type(exc).__name__, job.paths.stderr)
+        ret = JobReturn(overrides=overrides, cfg=job_cfg, task_name=str(job_cfg.hydra.job.name),
+                        working_dir=str(job_dir), status=JobStatus.COMPLETED)
+        ret.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})
+        with open_dict(ret.hydra_cfg):
+            ret.hydra_cfg.hydra.job = {"num": num}
+        ret.return_value = None
+        return ret
