@@ -37,6 +37,7 @@ from rich.text import Text
 from mnist_sweep.job.status import (
     FINAL,
     FINISHED,
+    INTERRUPTED,
     RUNNING,
     STATUS_FILE,
     StatusDamaged,
@@ -48,6 +49,7 @@ DRAWING_ENV = "MNIST_SWEEP_LIVE_PID"  # the process drawing the table on the ter
 # Overrides that never tell two jobs apart (where the data is, how much is printed).
 QUIET_KEYS = ("data.root", "resume", "trainer.enable_progress_bar", "trainer.num_threads",
               "trainer.lightning_info", "hydra.", "hparams_search=", "search_trial=")
+PENDING_ASK_S = 5.0  # how often squeue is asked about waiting Slurm jobs
 STYLES = {FINISHED: "green", RUNNING: "bold cyan", WAITING: "dim", "pruned": "yellow"}
 
 
@@ -65,6 +67,7 @@ class JobState:
     val_acc_best: float | None = None
     sec_per_epoch: float | None = None
     note: str = ""
+    pending: str = ""  # why Slurm has not started it yet (sweep/slurm.py: pending_notes)
 
     @property
     def done(self) -> bool:
@@ -118,6 +121,8 @@ class SweepWatcher:
         self.total = len(planned) if planned is not None else total
         self.started = time.time()
         self._overrides: dict[str, list[str]] = {}
+        self._pending: dict[int, str] = {}
+        self._pending_asked = 0.0
 
     def _job_dirs(self) -> list[Path]:
         try:
@@ -183,7 +188,26 @@ class SweepWatcher:
         labels = labels_of([o for _, o in rows], self.fixed)
         for (state, _), label in zip(rows, labels, strict=True):
             state.label = label
-        return [state for state, _ in rows]
+        states = [state for state, _ in rows]
+        self._note_pending(states)
+        return states
+
+    def _note_pending(self, states: list[JobState]) -> None:
+        """Slurm's reason for each job of a Slurm sweep that still waits to start (or to
+        start again, after a requeue), asked at most every PENDING_ASK_S seconds."""
+        from mnist_sweep.sweep.slurm import JOBS_FILE
+
+        if not (self.sweep_dir / JOBS_FILE).is_file():
+            return
+        waiting = [s for s in states if s.num is not None and s.status in (WAITING, INTERRUPTED)]
+        if time.monotonic() - self._pending_asked >= PENDING_ASK_S:
+            from mnist_sweep.sweep.slurm import pending_notes
+
+            self._pending_asked = time.monotonic()
+            self._pending = pending_notes(self.sweep_dir, [s.num for s in waiting])
+        for s in waiting:
+            s.pending = self._pending.get(s.num, "")
+            s.note = s.pending or s.note
 
     def time_left(self, states: list[JobState]) -> float | None:
         """Seconds until the sweep ends, estimated from the epochs still to train and the
@@ -257,12 +281,20 @@ def render(watcher: SweepWatcher, states: list[JobState]) -> Group:
     return Group(Text(f"Sweep {watcher.sweep_dir}"), table, Text(watcher.summary(states)))
 
 
+def job_tag(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
+    total = watcher.total if watcher.total is not None else len(states)
+    return f"[job {'?' if state.num is None else state.num + 1} of {total}] {state.label}"
+
+
+def pending_line(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
+    """The plain line printed when Slurm's reason for a waiting job is first seen or changes."""
+    return f"{job_tag(watcher, state, states)}: {state.pending} | sweep: {watcher.summary(states)}"
+
+
 def epoch_line(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
     """The plain line printed when a job completes an epoch (stdout not a terminal)."""
-    total = watcher.total if watcher.total is not None else len(states)
-    number = "?" if state.num is None else state.num + 1
     speed = "" if state.sec_per_epoch is None else f", {state.sec_per_epoch:.2f} s/epoch"
-    return (f"[job {number} of {total}] {state.label}: epoch {epoch_text(state)}, "
+    return (f"{job_tag(watcher, state, states)}: epoch {epoch_text(state)}, "
             f"val acc {_acc(state.val_acc)}, best {_acc(state.val_acc_best)}{speed} "
             f"| sweep: {watcher.summary(states)}")
 
@@ -280,6 +312,7 @@ class LiveView:
         self._thread: threading.Thread | None = None
         self._live: Live | None = None
         self._seen: dict[str, int] = {}
+        self._pending_shown: dict[str, str] = {}
         self._handlers: list[tuple[logging.StreamHandler, TextIO]] = []
 
     def start(self) -> LiveView:
@@ -317,6 +350,9 @@ class LiveView:
             self._live.update(render(self.watcher, states), refresh=True)
             return
         for state in states:
+            if state.pending and self._pending_shown.get(state.name) != state.pending:
+                self._pending_shown[state.name] = state.pending
+                print(pending_line(self.watcher, state, states), file=self.stream, flush=True)
             # one line per epoch seen; epochs shorter than the interval share a line
             if state.status != WAITING and state.epoch > self._seen.get(state.name, 0):
                 self._seen[state.name] = state.epoch

@@ -246,7 +246,7 @@ def squeue_states(job_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
     """`job id -> (state, reason)` of the jobs Slurm still holds (pending or running)."""
     if not job_ids or shutil.which("squeue") is None:
         return {}
-    out = _run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
+    out = _run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
     states = {}
     for line in out.stdout.splitlines():
         job_id, state, reason = (line.split("|") + ["", ""])[:3]
