@@ -53,6 +53,18 @@ def job_files_subdir(output_dir: str) -> str | None:
     return None if status and status.get("status") in FINAL else ".hydra"
 
 
+def job_log_file(output_dir: str, job_name: str) -> str:
+    """Where Hydra's file handler writes a job's log (`<folder>/cli.log`), or nowhere (the
+    null device) in a folder that holds a finished result: a re-run skips it and must leave
+    it byte-identical."""
+    from mnist_sweep.job.status import FINAL, read_status_or_none
+
+    status = read_status_or_none(Path(output_dir))
+    if status and status.get("status") in FINAL:
+        return os.devnull
+    return str(Path(output_dir) / f"{job_name}.log")
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("unique_dir"):
         OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True)
@@ -60,3 +72,5 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("short_name", short_name)
     if not OmegaConf.has_resolver("job_files_subdir"):
         OmegaConf.register_new_resolver("job_files_subdir", job_files_subdir)
+    if not OmegaConf.has_resolver("job_log_file"):
+        OmegaConf.register_new_resolver("job_log_file", job_log_file)

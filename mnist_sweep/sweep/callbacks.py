@@ -219,6 +219,10 @@ def not_this_job(config: DictConfig, status: dict[str, Any]) -> str | None:
     try:
         changed = differences(status.get("signature"), validate(config))
     except ConfigError:  # the job itself recorded why its config is invalid
+# Jobs of this process's sweep refused when they started: the sweep then exits non-zero.
+_REFUSED_JOBS: list[str] = []
+
+
         return None
     return (f"its folder holds a run of another configuration ({'; '.join(changed)})"
             if changed else None)
@@ -338,6 +342,7 @@ class SweepCallback(Callback):
             result += f" after epoch {status.get('epoch')} of {status.get('max_epochs')}"
         elif status.get("error"):
             result += f": {status['error']}"
+            _REFUSED_JOBS.append(folder.name)
         if status.get("dataset") not in (None, "mnist", "fashion_mnist"):
             result += f" [data: {status['dataset']}]"  # e.g. the offline sample, not MNIST
         log.info("[job %d of %s] %s -> %s", config.hydra.job.num + 1, total,
@@ -372,6 +377,8 @@ class SweepCallback(Callback):
                   f"{folder_override('hydra.sweep.dir', sweep_dir)} to retry them; finished "
                   f"jobs are skipped.",
                   file=sys.stderr)
-            raise SystemExit(1)
-        if damaged:
+        if _REFUSED_JOBS:
+            print(f"{len(_REFUSED_JOBS)} job(s) were refused when they started (their lines "
+                  f"above say why): {', '.join(_REFUSED_JOBS)}.", file=sys.stderr)
+        if damaged or _REFUSED_JOBS or (retry and expand_basic_sweep(config) is not None):
             raise SystemExit(1)

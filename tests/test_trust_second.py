@@ -1,0 +1,237 @@
+"""No result under another job's name, no silent deletion, no failure that passes as success:
+fault injection with real subprocesses, real files, real signals and real mounts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli
+from tests.test_reliability import SLOW, _start, _wait_for, status_of
+
+ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
+NUMBERED = ["hydra.sweep.subdir=${hydra.job.num}"]  # job folders 0, 1, ...
+
+
+def snapshot(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def errors(proc: subprocess.CompletedProcess) -> int:
+    """How many error messages a command printed (one per line starting `Error: `)."""
+    return sum(line.startswith("Error: ") for line in proc.stderr.splitlines())
+
+
+def report_rows(sweep: Path) -> dict[str, dict[str, str]]:
+    with open(sweep / "summary.csv", newline="") as f:
+        return {row["job"]: row for row in csv.DictReader(f)}
+
+
+def run_report(folder: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MPLCONFIGDIR": MPL_CONFIG_DIR}
+    return subprocess.run([sys.executable, "-m", "mnist_sweep.report", str(folder)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tiny_root, tmp_path_factory) -> Path:
+    """A finished two-job sweep (seed=1,2, folders 0 and 1): copy it before changing it."""
+    cwd = tmp_path_factory.mktemp("finished_sweep")
+    proc = run_cli(["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, *NUMBERED,
+                    "hydra.sweep.dir=s"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return cwd / "s"
+
+
+def copy_of(sweep: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "s"
+    shutil.copytree(sweep, target)
+    return target
+
+
+def sweep_args(tiny_root: Path, *extra: str) -> list[str]:
+    return ["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, *NUMBERED,
+            "hydra.sweep.dir=s", *extra]
+
+
+# ---- 1. two jobs, one folder ---------------------------------------------------------------
+
+def test_jobs_sharing_a_folder_or_outside_the_sweep_are_refused_up_front(
+        tiny_root, tmp_path) -> None:
+    args = ["filters=8,16", "-m", f"data.root={tiny_root}", *ONE_EPOCH, "hydra.sweep.dir=s"]
+    shared = run_cli([*args, "hydra.sweep.subdir=run"], cwd=tmp_path)
+    assert shared.returncode == 2, shared.stderr[-2000:]
+    assert "jobs 0 and 1 would share the folder" in shared.stderr
+    assert errors(shared) == 1 and "Traceback" not in shared.stderr
+    assert not (tmp_path / "s").exists()  # nothing written, not even the sweep folder
+    dry = run_cli([*args, "hydra.sweep.subdir=run", "--dry-run"], cwd=tmp_path)
+    assert dry.returncode == 2 and "would share the folder" in dry.stdout
+
+    escape = run_cli([*args, "hydra.sweep.subdir=../escape${hydra.job.num}"], cwd=tmp_path)
+    assert escape.returncode == 2, escape.stderr[-2000:]
+    assert "which is not inside the sweep folder" in escape.stderr
+    assert not list(tmp_path.glob("escape*")) and not (tmp_path / "s").exists()
+
+
+def test_a_job_refused_when_it_starts_never_shows_the_folders_other_result(
+        tiny_root, tmp_path) -> None:
+    """The sweep's check passed, then job 1's folder got another configuration's finished
+    record while job 0 trained: job 1 is refused, and its end line must not show that
+    record's numbers as its own."""
+    args = ["seed=1,2", "-m", f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1",
+            *NUMBERED, "hydra.sweep.dir=s"]
+    proc = _start(args, tmp_path)
+    _wait_for(tmp_path / "s", "0/status.json", proc)
+    foreign = tmp_path / "s" / "1"
+    foreign.mkdir()
+    signature = {**status_of(tmp_path / "s" / "0")["signature"], "model.head": "gap"}
+    (foreign / "status.json").write_text(json.dumps({
+        "status": "finished", "signature": signature,
+        "metrics": {"test/acc": 0.4242, "val/acc_best": 0.4343, "params": 4292, "epochs": 1}}))
+    before = snapshot(foreign)
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 1, output[-3000:]
+    (end_line,) = [ln for ln in output.splitlines() if "[job 2 of 2]" in ln and "->" in ln]
+    assert "-> refused:" in end_line and "0.4242" not in end_line, end_line
+    assert "job(s) were refused when they started" in output
+    assert snapshot(foreign) == before  # the other run's folder is left as it was
+
+
+# ---- 6. errors in the sweep's own callbacks ------------------------------------------------
+
+def test_a_damaged_job_config_fails_the_sweep_and_hides_no_other_job(
+        tiny_root, finished_sweep, tmp_path) -> None:
+    sweep = copy_of(finished_sweep, tmp_path)
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("- [1, 2\n")
+    again = run_cli(sweep_args(tiny_root), cwd=tmp_path)
+    assert again.returncode == 1, again.stderr[-2000:]
+    assert "UserWarning" not in again.stderr and "Traceback" not in again.stderr
+    assert "hold damaged files, named in the report: 0." in again.stderr
+    rows = report_rows(sweep)
+    assert rows["0"]["status"] == "damaged" and "config.yaml" in rows["0"]["error"]
+    assert rows["1"]["status"] == "finished" and rows["1"]["test_acc"]
+    # the report command shows the same, instead of refusing the whole sweep
+    (sweep / "summary.csv").unlink()
+    report = run_report(sweep, tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert report_rows(sweep)["0"]["status"] == "damaged"
+    assert report_rows(sweep)["1"]["status"] == "finished"
+
+
+def test_a_sweep_or_run_folder_that_is_a_file_is_refused_with_one_message(
+        tiny_root, tmp_path) -> None:
+    (tmp_path / "afile").write_text("not a folder\n")
+    for args in (sweep_args(tiny_root, "hydra.sweep.dir=afile"),
+                 [f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=afile"],
+                 [f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=afile/run"]):
+        proc = run_cli(args, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "is a file, not a folder" in proc.stderr, proc.stderr[-2000:]
+        assert errors(proc) == 1 and "Traceback" not in proc.stderr
+        assert "UserWarning" not in proc.stderr
+    assert (tmp_path / "afile").read_text() == "not a folder\n"
+
+
+def _mount_tmpfs(folder: Path, options: str) -> bool:
+    folder.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_read_only_sweep_or_run_folder_is_refused_with_one_message(
+        tiny_root, tmp_path) -> None:
+    disk = tmp_path / "ro"
+    if os.geteuid() != 0 or not _mount_tmpfs(disk, "size=1m,ro"):
+        pytest.skip("mounting a read-only tmpfs needs root")
+    try:
+        for args in (sweep_args(tiny_root, f"hydra.sweep.dir={disk / 's'}"),
+                     [f"data.root={tiny_root}", *ONE_EPOCH, f"hydra.run.dir={disk / 'r'}"]):
+            proc = run_cli(args, cwd=tmp_path)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            assert "is read-only" in proc.stderr, proc.stderr[-2000:]
+            assert errors(proc) == 1 and "Traceback" not in proc.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# ---- 7. files that parse but hold the wrong types ------------------------------------------
+
+def test_files_of_the_wrong_types_make_their_job_damaged_and_the_rest_is_reported(
+        finished_sweep, tmp_path) -> None:
+    sweep = copy_of(finished_sweep, tmp_path)
+    for num in ("2", "3"):
+        shutil.copytree(sweep / "1", sweep / num)
+    (sweep / "0" / ".hydra" / "config.yaml").write_text("- a\n- b\n")
+    status = status_of(sweep / "2")
+    (sweep / "2" / "status.json").write_text(json.dumps({**status, "metrics": [1, 2]}))
+    (sweep / "3" / "status.json").write_text(json.dumps(
+        {**status, "status": "running", "epoch": "two"}))
+    report = run_report(sweep, tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "Traceback" not in report.stderr
+    rows = report_rows(sweep)
+    assert rows["1"]["status"] == "finished" and float(rows["1"]["test_acc"]) >= 0
+    assert rows["0"]["status"] == "damaged" and "config.yaml" in rows["0"]["error"]
+    assert rows["2"]["status"] == "damaged" and "`metrics` is [1, 2]" in rows["2"]["error"]
+    assert rows["3"]["status"] == "damaged" and '`epoch` is "two"' in rows["3"]["error"]
+
+
+# ---- 11. smaller -------------------------------------------------------------------------
+
+def test_bad_seeds_and_printed_configs_are_checked_first(tmp_path) -> None:
+    proc = run_cli(["seed=-1", "trainer.max_epochs=1"], cwd=tmp_path)
+    assert proc.returncode == 2 and "seed=-1 is not valid" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
+    printed = run_cli(["--cfg", "job", "model.filters=0"], cwd=tmp_path)
+    assert printed.returncode == 2 and "model.filters=0 is not valid" in printed.stderr
+    assert "filters: 0" not in printed.stdout
+    swept = run_cli(["--cfg", "job", "-m", "seed=1,-2"], cwd=tmp_path)
+    assert swept.returncode == 2 and "seed=-2 is not valid" in swept.stderr
+    fine = run_cli(["--cfg", "job", "head=gap"], cwd=tmp_path)
+    assert fine.returncode == 0 and "head: gap" in fine.stdout
+
+
+def test_the_retry_hint_quotes_a_folder_with_spaces(tiny_root, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_root, broken)
+    labels = broken / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:20])  # the job fails reading its data
+    args = [f"data.root={broken}", *ONE_EPOCH, "seed=1", "-m"]
+    proc = run_cli([*args, "hydra.sweep.dir=my sweeps/s"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    hint = proc.stderr.split("Re-run the same command with ")[1].split(" to retry")[0]
+    again = run_cli([*args, *shlex.split(hint)], cwd=tmp_path)  # the hint, pasted as given
+    assert again.returncode == 1 and "1 job(s) did not finish" in again.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("my")] == ["my sweeps"]
+
+
+def test_taking_over_a_dead_processs_lock_in_a_single_run_says_so(tiny_root, tmp_path) -> None:
+    dead = subprocess.run([sys.executable, "-c",
+                           "import os, signal; from mnist_sweep.locks import acquire; "
+                           "acquire('r', 'run'); os.kill(os.getpid(), signal.SIGKILL)"],
+                          cwd=tmp_path)
+    assert dead.returncode == -signal.SIGKILL and (tmp_path / "r" / ".mnist_sweep.lock").is_file()
+    proc = run_cli([f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=r"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "took over the lock of" in proc.stderr and "which ended" in proc.stderr
+
+
+@pytest.mark.parametrize("setting", ["hydra.sweeper.n_trials=0",
+                                     "hydra.sweeper.storage=sqlite:////no/such/dir/x.db"])
+def test_a_refused_search_leaves_no_folder(tiny_root, tmp_path, setting) -> None:
+    pytest.importorskip("optuna")
+    proc = run_cli(["hparams_search=optuna", "-m", f"data.root={tiny_root}", *ONE_EPOCH,
+                    "hydra.sweep.dir=s", setting], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert errors(proc) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s").exists()
