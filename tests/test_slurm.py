@@ -140,7 +140,9 @@ def status(sweep_dir: Path, num: int) -> dict:
 def trained(sweep_dir: Path, num: int, epochs: int = 1) -> bool:
     """Job `num` has finished `epochs` epochs (and so written its checkpoint)."""
     record = status(sweep_dir, num)
-    return record.get("status") == "running" and (record.get("epoch") or 0) >= epochs
+    folder = job_dir(sweep_dir, num)
+    return (record.get("status") == "running" and (record.get("epoch") or 0) >= epochs
+            and folder is not None and (folder / "checkpoints" / "last.ckpt").is_file())
 
 
 def job_field(job_id: str, field: str) -> str:

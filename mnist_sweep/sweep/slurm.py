@@ -280,6 +280,7 @@ def pending_notes(sweep_dir: Path, nums: Sequence[int]) -> dict[int, str]:
 def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str) -> str:
     """Make the job's status say how it ended when the job could not say it itself;
     return the status it ends with."""
+    from mnist_sweep.job.folder import CHECKPOINT_DIR
     from mnist_sweep.job.status import (
         FAILED,
         INTERRUPTED,
@@ -293,7 +294,7 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str) -> str:
         return str(status["status"])  # it recorded its own end (e.g. interrupted at SIGTERM)
     stopped = slurm_state.split()[0] in STOPPED_STATES
     outcome = INTERRUPTED if stopped or status.get("status") == RUNNING else FAILED
-    ckpt = job_dir / "checkpoints" / "last.ckpt"
+    ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"  # job/checkpoints.py (imports torch)
     job_dir.mkdir(parents=True, exist_ok=True)
     write_status(job_dir, outcome,
                  error=f"Slurm job {job_id} ended {slurm_state} before the job recorded its end",
