@@ -1,13 +1,19 @@
 #!/usr/bin/env python
-"""Reads of tensor values into Python during mnist_sweep's training steps, per step.
+"""Reads of tensor values back to the host during mnist_sweep's training steps, per step.
 
     python benchmarks/host_reads.py --data-root ../shared/datasets --steps 20
 
-On a GPU each such read (item, bool, float, int, tolist, numpy) waits for the device. This
-counts them on any device by wrapping those Tensor methods while Lightning runs the training
-part of one epoch of mnist_sweep's module and data module (batch transfer, augmentation,
-forward, backward, optimiser step, logging). Implicit waits inside an op (e.g. the output size
-of torch.unique) are not seen: on a GPU, torch.cuda.set_sync_debug_mode finds those.
+On a GPU every such read waits for the device to finish all queued work. Each one, whatever
+Python call made it (`.item()`, `bool(t)`, `float(t)`, `if t > 0:`), reaches torch's
+dispatcher as `aten::_local_scalar_dense`, which a TorchDispatchMode sees on the CPU too. The
+mode is on from the second training step to the end of the epoch's training part, over real
+steps of the Trainer that `mnist_sweep.job.train.build_trainer` builds for a job (the job's
+callbacks, checkpointing and TensorBoard logger included), for each configuration asked for.
+
+Not counted: reads of the optimiser's step counter, which torch's Adam keeps on the host in a
+GPU run too (no device wait); they are listed apart. Implicit waits inside an op (the output
+size of torch.unique, say) do not pass through this op: on a GPU,
+`torch.cuda.set_sync_debug_mode` finds those (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -25,69 +31,106 @@ from common import REPO, SEED
 
 sys.path.insert(0, str(REPO))
 
-READS = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy")
+# name -> overrides; the configurations whose steps must not wait for the device
+CONFIGS = {
+    "default": [],
+    "ema": ["model.ema_decay=0.999"],
+    "bf16": ["trainer.precision=bf16-mixed"],
+    "augment": ["data.augment.enabled=true"],
+}
 
 
-def count_host_reads(data_root: str, steps: int, accelerator: str) -> list[dict[str, Any]]:
+def compose_run_config(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from mnist_sweep.config import validate
+    from mnist_sweep.paths import config_dir
+    from mnist_sweep.resolvers import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return validate(compose(config_name="config", overrides=overrides))
+
+
+def where_called() -> str:
+    """The innermost frame outside torch's own code: who asked for the value."""
+    for frame in reversed(traceback.extract_stack()[:-3]):
+        name = frame.filename
+        if "/torch/" not in name and "benchmarks/host_reads.py" not in name:
+            short = name.split("site-packages/")[-1].replace(str(REPO) + "/", "")
+            return f"{short}:{frame.lineno} ({frame.name})"
+    return "?"
+
+
+def count_reads(overrides: list[str], steps: int) -> dict[str, Any]:
     import pytorch_lightning as pl
     import torch
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils._python_dispatch import TorchDispatchMode
 
-    from mnist_sweep.config import RunConfig
-    from mnist_sweep.job.callbacks import DivergenceGuard, EpochTimer
+    from mnist_sweep.job.callbacks import DivergenceGuard
     from mnist_sweep.job.data import MNISTDataModule
+    from mnist_sweep.job.devices import place_job
     from mnist_sweep.job.module import CNNClassifier
+    from mnist_sweep.job.quiet import quiet_lightning
+    from mnist_sweep.job.threads import set_cpu_threads
+    from mnist_sweep.job.train import build_trainer
 
+    cfg = compose_run_config([*overrides, f"trainer.limit_train_batches={steps + 1}",
+                              "trainer.max_epochs=1", "trainer.limit_val_batches=1"])
     reads: collections.Counter[str] = collections.Counter()
-    active = [False]
-    originals = {}
+    host_counters: collections.Counter[str] = collections.Counter()
+    optimizer_steps: list[Any] = []
 
-    def wrap(name: str):
-        original = getattr(torch.Tensor, name)
-        originals[name] = original
+    class Reads(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                tensor = args[0]
+                where = f"{tensor.device.type} tensor at {where_called()}"
+                if any(tensor is s for s in optimizer_steps):
+                    host_counters[where] += 1
+                else:
+                    reads[where] += 1
+            return func(*args, **(kwargs or {}))
 
-        def counted(self, *a, **k):
-            if active[0]:
-                frame = traceback.extract_stack(limit=2)[0]
-                where = frame.filename.split("site-packages/")[-1].replace(str(REPO) + "/", "")
-                reads[f"{name} of a {self.device.type} tensor at {where}:{frame.lineno}"] += 1
-            return original(self, *a, **k)
-        return counted
+    mode = Reads()
 
     class Window(pl.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            active[0] = True
+        """On from the second step (the first builds optimiser state) to the last step's
+        end: the epoch's validation and end-of-epoch bookkeeping follow, once per epoch."""
 
-        def on_validation_epoch_start(self, trainer, pl_module):
-            active[0] = False
+        active = False
 
-    results = []
-    try:
-        for name in READS:
-            setattr(torch.Tensor, name, wrap(name))
-        for augment in (False, True):
-            reads.clear()
-            cfg = RunConfig()
-            cfg.data.root, cfg.data.augment.enabled = data_root, augment
-            cfg.model.head = "flatten"
-            with tempfile.TemporaryDirectory() as tmp:
-                trainer = pl.Trainer(
-                    accelerator=accelerator, devices=1, max_epochs=1,
-                    limit_train_batches=steps, limit_val_batches=1,
-                    enable_progress_bar=False, enable_checkpointing=False, logger=False,
-                    enable_model_summary=False, num_sanity_val_steps=0,
-                    callbacks=[Window(), EpochTimer(), DivergenceGuard()],
-                    default_root_dir=tmp)
-                trainer.fit(CNNClassifier(cfg.model, cfg.optim, cfg.scheduler),
-                            datamodule=MNISTDataModule(cfg.data, shuffle_seed=SEED))
-            per_step = {k: v / steps for k, v in reads.most_common()}
-            results.append({"augment": augment, "steps": steps, "reads_per_step": per_step})
-            print(f"augment={str(augment).lower()}: {sum(reads.values()) / steps:g} reads of "
-                  f"tensor values per training step"
-                  + "".join(f"\n    {v:g}/step  {k}" for k, v in per_step.items()))
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
-    return results
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 1:
+                optimizer_steps.extend(s["step"] for opt in trainer.optimizers
+                                       for s in opt.state.values() if "step" in s)
+                mode.__enter__()
+                self.active = True
+
+        def _close(self, *_):
+            if self.active:
+                mode.__exit__(None, None, None)
+                self.active = False
+
+        on_validation_start = on_train_epoch_end = _close
+
+    quiet_lightning(False)
+    placement = place_job(cfg, None, None)
+    governor = set_cpu_threads(cfg.trainer.num_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        pl.seed_everything(SEED, verbose=False)
+        logger = TensorBoardLogger(save_dir=tmp, name="tb", version="", default_hp_metric=False)
+        trainer = build_trainer(cfg, Path(tmp), logger, 0, placement,
+                                [Window(), DivergenceGuard(cfg.trainer.divergence_loss)]
+                                + ([governor] if governor else []))
+        trainer.fit(CNNClassifier(cfg.model, cfg.optim, cfg.scheduler),
+                    datamodule=MNISTDataModule(cfg.data, shuffle_seed=SEED))
+    return {"overrides": overrides, "steps": steps,
+            "device": str(trainer.strategy.root_device),
+            "reads_per_step": sum(reads.values()) / steps,
+            "reads": {k: v / steps for k, v in reads.most_common()},
+            "host_counter_reads": {k: v / steps for k, v in host_counters.most_common()}}
 
 
 def main() -> None:
@@ -95,9 +138,26 @@ def main() -> None:
     p.add_argument("--data-root", required=True, help="folder holding MNIST/raw/")
     p.add_argument("--steps", type=int, default=20, help="training steps counted")
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu", "auto"])
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma-separated, of {', '.join(CONFIGS)}")
+    p.add_argument("--override", action="append", default=[],
+                   help="one more config override for every configuration, e.g. "
+                        "data.val_size=128 (repeatable)")
     p.add_argument("--json", type=Path, help="also write the counts to this file")
     args = p.parse_args()
-    results = count_host_reads(args.data_root, args.steps, args.accelerator)
+    results = {}
+    for name in args.configs.split(","):
+        if name not in CONFIGS:
+            raise SystemExit(f"Error: unknown configuration {name!r}; use {', '.join(CONFIGS)}")
+        overrides = [*CONFIGS[name], f"data.root={args.data_root}",
+                     f"trainer.accelerator={args.accelerator}", "trainer.num_threads=1",
+                     "trainer.enable_progress_bar=false", *args.override]
+        result = results[name] = count_reads(overrides, args.steps)
+        print(f"{name} ({result['device']}): {result['reads_per_step']:g} reads of tensor "
+              f"values per training step"
+              + "".join(f"\n    {v:g}/step  {k}" for k, v in result["reads"].items())
+              + "".join(f"\n    (not a device wait) {v:g}/step  optimizer step counter, {k}"
+                        for k, v in result["host_counter_reads"].items()))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -42,6 +42,19 @@ def describe_holder(holder: dict) -> str:
             f": {holder.get('command', '')}").rstrip(": ")
 
 
+def hold_if_free(path: Path) -> int | None:
+    """Lock the file `path` (created if missing) without waiting: its open descriptor,
+    held until closed or until the process ends, or None while another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def acquire(folder: Path, purpose: str) -> str | None:
     """Lock `folder` for this process; returns a note when a stale lock was taken over.
 

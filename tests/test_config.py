@@ -97,8 +97,8 @@ def test_scalars_are_overridable() -> None:
     ("data.batch_size=0", "data.batch_size=0 is not valid"),
     ("model.filters=abc", "model.filters"),
     # values that used to be accepted and then ignored or misread
-    ("trainer.accelerator=gpu", "torch sees no CUDA GPU on this machine"),
     ("trainer.devices=2", "one job trains on one device"),
+    ("trainer.accelerator=cpu,trainer.precision=16-mixed", "trainer.precision=16-mixed is not"),
     ("~head", "the `head` config group was removed"),
     ("~optim", "the `optim` config group was removed"),
     ("scheduler=onecycle,scheduler.max_lr=0.001", "scheduler.max_lr=0.001 is not valid"),
@@ -133,12 +133,15 @@ def test_onecycle_starts_at_optim_lr_and_peaks_at_max_lr() -> None:
     (["head=foo"], "head/foo"),
     (["model.fliters=16"], "fliters"),
     (["optim.lr=0.01,-1", "-m"], "optim.lr=-1.0 is not valid"),
-    (["trainer.accelerator=gpu"], "torch sees no CUDA GPU"),
+    (["trainer.accelerator=gpu"], "torch sees no CUDA GPU on"),
+    (["trainer.precision=16-mixed"], "trainer.precision=16-mixed cannot train on"),
     (["head=gmp,gap", "trainer.devices=2", "-m"], "trainer.devices=2 is not valid"),
     (["~head"], "`head` config group was removed"),
 ])
 def test_cli_rejects_bad_input_with_one_message(tmp_path, args, needle) -> None:
-    proc = run_cli([*args, "hydra.sweep.dir=sweep", "hydra.run.dir=run"], cwd=tmp_path)
+    # GPUs hidden: "no GPU" must hold on a machine with one too (a single run trains here)
+    proc = run_cli([*args, "hydra.sweep.dir=sweep", "hydra.run.dir=run"], cwd=tmp_path,
+                   env_extra={"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr

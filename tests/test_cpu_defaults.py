@@ -17,8 +17,10 @@ from mnist_sweep.job import threads
 from mnist_sweep.job.threads import ThreadGovernor
 from tests.conftest import TINY, run_cli
 
-# Tiny runs as in TINY, with torch's own thread count (TINY pins one thread).
-TINY_DEFAULT_THREADS = [a for a in TINY if not a.startswith("trainer.num_threads")]
+# Tiny runs as in TINY, with torch's own thread count (TINY pins one thread), on the CPU
+# also where there is a GPU (the thread count is a CPU run's).
+TINY_DEFAULT_THREADS = [a for a in TINY if not a.startswith("trainer.num_threads")] + [
+    "trainer.accelerator=cpu"]
 
 
 def job_log(root: Path) -> str:
@@ -56,13 +58,12 @@ def test_job_steps_down_beside_a_busy_process(tiny_root: Path, tmp_path: Path) -
 def test_a_fixed_thread_count_turns_the_governor_off() -> None:
     start = torch.get_num_threads()
     try:
-        threads.set_cpu_threads(None)
-        assert (threads._governor is not None) == (start > 1 and len(os.sched_getaffinity(0)) > 1)
-        threads.set_cpu_threads(1)
-        assert threads._governor is None and torch.get_num_threads() == 1
+        governor = threads.set_cpu_threads(None)
+        assert (governor is not None) == (start > 1 and len(os.sched_getaffinity(0)) > 1)
+        assert threads.set_cpu_threads(1) is None and torch.get_num_threads() == 1
     finally:
-        threads.set_cpu_threads(start)
-    assert threads._governor is None and torch.get_num_threads() == start
+        assert threads.set_cpu_threads(start) is None
+    assert torch.get_num_threads() == start
 
 
 def test_joblib_workers_get_their_share_of_the_cores(tiny_root: Path, tmp_path: Path) -> None:

@@ -12,7 +12,30 @@ seed 004 (12,316 trainable parameters).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+
+class GlobalPool(nn.Module):
+    """Global max or average pooling as a reduction over the spatial dimensions.
+
+    Same outputs and gradients as nn.AdaptiveMaxPool2d(1) / nn.AdaptiveAvgPool2d(1) (no
+    parameters, so checkpoints of either load), but with a deterministic CUDA backward: the
+    adaptive pools have none, so `trainer.deterministic=true` failed at the first backward
+    pass on a GPU.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "max":
+            return x.amax(dim=(2, 3), keepdim=True)
+        return x.mean(dim=(2, 3), keepdim=True)
+
+    def extra_repr(self) -> str:
+        return self.kind
 
 
 def conv_block(c_in: int, c_out: int, kernel: int, dropout: float) -> list[nn.Module]:
@@ -59,7 +82,7 @@ def build_network(
         layers += [nn.Conv2d(f, num_classes, 4, bias=False), nn.BatchNorm2d(num_classes),
                    nn.Flatten()]
     elif head in ("gmp", "gap"):
-        pool = nn.AdaptiveMaxPool2d(1) if head == "gmp" else nn.AdaptiveAvgPool2d(1)
+        pool = GlobalPool("max" if head == "gmp" else "mean")
         layers += [
             *conv_block(f, f, 3, dropout),  # 2
             nn.Conv2d(f, num_classes, 1, bias=False),

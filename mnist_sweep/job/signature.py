@@ -13,8 +13,13 @@ from typing import Any
 from mnist_sweep.config import RunConfig
 
 # Settings that do not change what a run computes: where the data lies, how the run is
-# shown or resumed, how many CPU threads compute the same numbers, the search's bookkeeping.
+# shown or resumed, the search's bookkeeping, and how and where the same computation runs
+# (threads, layout, compilation, device). The last ones change the numbers in their last
+# digits as any other machine does (CPU reductions are not bitwise stable across thread
+# counts or kernels, GPUs use TF32); status.json records which were used (`device`,
+# `cpu_threads`), and README "When things go wrong" says what is exact.
 NOT_RESULT_KEYS = frozenset({
+    "trainer.accelerator", "trainer.devices",
     "resume", "data.root", "data.download", "data.npm_fallback", "data.eval_batch_size",
     "trainer.enable_progress_bar", "trainer.num_threads", "trainer.lightning_info",
     "logger.name", "logger.checkpoint_every_epoch", "optimized_metric",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import shutil
 import signal
 import sys
 import warnings
@@ -23,7 +22,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -32,26 +31,32 @@ from mnist_sweep.job.averaging import WarmupEMA
 from mnist_sweep.job.callbacks import (
     DivergedError,
     DivergenceGuard,
+    EpochCheckpoint,
     EpochTimer,
     ProgressRecorder,
 )
 from mnist_sweep.job.checkpoints import (
     AtomicCheckpointIO,
     CheckpointError,
+    JobSignature,
     RandomState,
     check_checkpoint,
     last_checkpoint,
 )
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
+from mnist_sweep.job.devices import DeviceUnavailable, Placement, place_job
 from mnist_sweep.job.folder import (
     CHECKPOINT_DIR,
     REFUSE,
     REFUSED_AT_START,
     RESUME,
     SKIP,
+    describe_files,
     folder_override,
     judge,
+    remove_stale_temporaries,
+    start_afresh,
 )
 from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session_start
 from mnist_sweep.job.module import CNNClassifier
@@ -113,26 +118,19 @@ def write_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _devices(cfg: RunConfig, job_num: int | None) -> Any:
-    """One GPU per job in parallel sweeps: job k takes GPU k mod the number of GPUs."""
-    count = torch.cuda.device_count() if cfg.trainer.accelerator in ("auto", "gpu",
-                                                                      "cuda") else 0
-    if count > 1 and cfg.trainer.devices == 1 and job_num is not None:
-        return [job_num % count]
-    return cfg.trainer.devices
-
-
 def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
-                  job_num: int | None, extra_callbacks: list[pl.Callback]) -> pl.Trainer:
+                  job_num: int | None, placement: Placement,
+                  extra_callbacks: list[pl.Callback]) -> pl.Trainer:
     t = cfg.trainer
-    callbacks: list[pl.Callback] = [EpochTimer(), ProgressRecorder(job_dir), RandomState(),
+    recorder = ProgressRecorder(job_dir, after_checkpoint=cfg.logger.checkpoint_every_epoch)
+    callbacks: list[pl.Callback] = [EpochTimer(), recorder, RandomState(),
                                     StopBetweenBatches(), *extra_callbacks]
     if cfg.logger.checkpoint_every_epoch:
         # One file, replaced atomically after every epoch. An interrupted job resumes from
         # here: the end of its last whole epoch (Lightning cannot resume reliably mid-epoch).
         # save_last alone would save nothing with save_top_k=0.
-        callbacks.append(ModelCheckpoint(dirpath=job_dir / CHECKPOINT_DIR, filename="last",
-                                         save_top_k=1, monitor=None,
+        callbacks.append(EpochCheckpoint(recorder, dirpath=job_dir / CHECKPOINT_DIR,
+                                         filename="last", save_top_k=1, monitor=None,
                                          enable_version_counter=False))
     if cfg.model.ema_decay > 0:
         # validation and the final test use the averaged weights; checkpoints keep both
@@ -141,7 +139,7 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
     if bar:
         callbacks.append(RichProgressBar(leave=True))
     return pl.Trainer(
-        accelerator=t.accelerator, devices=_devices(cfg, job_num), precision=t.precision,
+        accelerator=placement.accelerator, devices=placement.devices, precision=t.precision,
         max_epochs=t.max_epochs, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches if cfg.data.validates else 0,
         limit_test_batches=t.limit_test_batches,
@@ -153,21 +151,16 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
     )
 
 
-def _start_afresh(job_dir: Path, logger_name: str) -> None:
-    """A job run again from the start replaces its unfinished attempt's event files and
-    checkpoint, so TensorBoard and the report never merge two attempts into one run."""
-    for stale in (job_dir / logger_name, job_dir / CHECKPOINT_DIR):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
-              resume: bool = False) -> dict[str, Any]:
+              resume: bool = False, placement: Placement | None = None) -> dict[str, Any]:
     """Train and test one configuration; return the final metrics. Raises on failure.
 
     `resume`: continue from the folder's last checkpoint (job/folder.py decided it).
+    `placement`: the device run_job chose (job/devices.py); checked here when not given.
     """
     quiet_lightning(cfg.trainer.lightning_info)
-    set_cpu_threads(cfg.trainer.num_threads)
+    placement = placement or place_job(cfg, None, None)
+    governor = set_cpu_threads(cfg.trainer.num_threads)
     log.info("torch %d CPU threads", torch.get_num_threads())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = MNISTDataModule(cfg.data, shuffle_seed=cfg.seed)
@@ -178,10 +171,13 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
 
     resume_from = last_checkpoint(job_dir) if resume else None
     if resume_from is not None:
-        check_checkpoint(resume_from, model)
+        check_checkpoint(resume_from, model, cfg)
         log.info("resuming from %s", resume_from)
-    else:
-        _start_afresh(job_dir, cfg.logger.name)
+    else:  # the project's files of an earlier attempt go, a user's stay (folder.py)
+        removed = start_afresh(job_dir, cfg.logger.name)
+        if removed:
+            log.warning("starting afresh: removed the earlier attempt's %s from %s (other "
+                        "files there stay)", describe_files(job_dir, removed), job_dir)
 
     logger = TensorBoardLogger(save_dir=str(job_dir), name=cfg.logger.name,
                                version=datamodule.dataset_label, default_hp_metric=False)
@@ -191,11 +187,15 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
         logger.log_metrics({"params": float(model.num_parameters)}, step=0)
     divergence = DivergenceGuard(cfg.trainer.divergence_loss)
     pruning = trial_pruning(cfg, job_dir)  # None unless the job is a trial of a search
-    trainer = build_trainer(cfg, job_dir, logger, job_num,
-                            [divergence] + ([pruning] if pruning else []))
+    job_callbacks: list[pl.Callback] = [divergence, JobSignature(job_signature(cfg))]
+    trainer = build_trainer(cfg, job_dir, logger, job_num, placement,
+                            job_callbacks + ([pruning] if pruning else [])
+                            + ([governor] if governor else []))
+    device = placement.record(trainer.strategy.root_device)
+    warn_if_device_changed(job_dir, resume_from, device)
     write_status(job_dir, RUNNING, params=model.num_parameters,
                  dataset=datamodule.dataset_label, resumed_from=str(resume_from or ""),
-                 error=None)
+                 error=None, **device)
     with stops_between_batches():
         trainer.fit(model, datamodule=datamodule,
                     ckpt_path=str(resume_from) if resume_from else None)
@@ -207,6 +207,9 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
         logger.finalize("success")
         raise pruning.pruned
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if device["device"] == "cpu":
+        record_cpu_threads(job_dir, resume_from is not None,
+                           governor.counts_used if governor else {torch.get_num_threads()})
     with stops_between_batches():
         trainer.test(model, datamodule=datamodule, verbose=False)
     test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -232,12 +235,38 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
     return final
 
 
+def warn_if_device_changed(job_dir: Path, resume_from: Path | None,
+                           device: dict[str, str]) -> None:
+    """One line when a resumed run continues on another kind of device than it started on:
+    its numbers will not be those of the uninterrupted run."""
+    before = (read_status(job_dir) or {}).get("device") if resume_from else None
+    if before and before != device["device"]:
+        log.warning("this run started on %s and continues on %s (%s): its remaining epochs "
+                    "compute other numbers than the uninterrupted run would have", before,
+                    device["device"], device["device_name"])
+
+
+def record_cpu_threads(job_dir: Path, resumed: bool, used: set[int]) -> None:
+    """`cpu_threads`: every torch thread count the run trained with. CPU reductions are not
+    bitwise stable across thread counts, so a run reproduces exactly only with one count."""
+    before = (read_status(job_dir) or {}).get("cpu_threads") if resumed else None
+    write_status(job_dir, RUNNING, cpu_threads=sorted(set(before or []) | used))
+
+
 def _record_failure(job_dir: Path, status: str, error: str) -> None:
     """Record how the job ended, as far as the disk still allows."""
     try:
         write_status(job_dir, status, error=error)
     except OSError as exc:
         log.error("could not record the job's end in %s/status.json: %s", job_dir, exc)
+
+
+def _out_of_requeues(exc: BaseException) -> bool:
+    """submitit's answer to Slurm's time-limit warning (USR2) when the job may not be
+    requeued again (hydra.launcher.max_num_timeout used up): it raises UncompletedJobError
+    inside the training. The job is then interrupted, with its checkpoint, not failed."""
+    return (type(exc).__name__ == "UncompletedJobError"
+            and type(exc).__module__.startswith("submitit"))
 
 
 def _give_up(job_dir: Path, multirun: bool, status: str, message: str) -> None:
@@ -282,11 +311,17 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         return None
     if note:
         log.warning(note)
+    for stale in remove_stale_temporaries(job_dir):  # under the lock: no live writer
+        log.warning("removed %s, a temporary file left by a process that ended mid-write",
+                    stale)
     # SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does
     previous_handlers = install_stop_handlers()
+    placement = None
     try:
         write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)
-        metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME)
+        placement = place_job(run_cfg, job_num, job_dir.parent if multirun else None)
+        metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME,
+                            placement=placement)
         write_status(job_dir, FINISHED, metrics=metrics, error=None)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
         code = 143 if isinstance(exc, SIGTERMException) else 130
@@ -317,11 +352,18 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         _record_failure(job_dir, DIVERGED, str(exc))
         _give_up(job_dir, multirun, DIVERGED, str(exc))
         return None
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, DeviceUnavailable) as exc:
         _record_failure(job_dir, FAILED, str(exc))
         _give_up(job_dir, multirun, FAILED, str(exc))
         return None
     except Exception as exc:  # anything else: keep the sweep going, keep the evidence
+        if _out_of_requeues(exc):
+            ckpt = last_checkpoint(job_dir)
+            write_status(job_dir, INTERRUPTED, error=f"interrupted (time limit: {exc})",
+                         checkpoint=str(ckpt) if ckpt.is_file() else None)
+            log.error("job interrupted at its time limit. Run the same command with %s to "
+                      "continue it.", folder_override("hydra.sweep.dir", job_dir.parent))
+            return None
         failure = write_failure(exc)
         if failure:
             _record_failure(job_dir, FAILED, f"cannot write to {job_dir}: {failure}")
@@ -336,6 +378,8 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         return None
     finally:
         restore_stop_handlers(previous_handlers)
+        if placement is not None:
+            placement.release()
         release(job_dir)
     if not multirun:
         print_result(job_dir, metrics)

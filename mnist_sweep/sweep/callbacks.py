@@ -153,6 +153,14 @@ def describe_in_tensorboard(sweep_dir: Path, run_cfgs: list[RunConfig],
     write_experiment(sweep_dir, records, swept)
 
 
+def describe_seed_groups(sweep_dir: Path, runs: list[Any]) -> None:
+    """Each group of runs that differ only in seed as one TensorBoard run: seed mean with
+    a band from the lowest to the highest seed (sweep/tensorboard.py)."""
+    from mnist_sweep.sweep.tensorboard import write_seed_groups
+
+    write_seed_groups(sweep_dir, runs)
+
+
 def describe_search(config: DictConfig, sweep_dir: Path) -> None:
     """A search's HParams experiment, once the sweeper has accepted its settings."""
     describe_in_tensorboard(sweep_dir, [validate(config)],
@@ -211,6 +219,10 @@ def shown_overrides(config: DictConfig) -> list[str]:
     return [o for o in config.hydra.overrides.task if not o.startswith("++search_trial=")]
 
 
+# Jobs of this process's sweep refused when they started: the sweep then exits non-zero.
+_REFUSED_JOBS: list[str] = []
+
+
 def not_this_job(config: DictConfig, status: dict[str, Any]) -> str | None:
     """Why the folder's record belongs to another configuration, or None when it is this
     job's (or holds no signature to tell)."""
@@ -219,10 +231,6 @@ def not_this_job(config: DictConfig, status: dict[str, Any]) -> str | None:
     try:
         changed = differences(status.get("signature"), validate(config))
     except ConfigError:  # the job itself recorded why its config is invalid
-# Jobs of this process's sweep refused when they started: the sweep then exits non-zero.
-_REFUSED_JOBS: list[str] = []
-
-
         return None
     return (f"its folder holds a run of another configuration ({'; '.join(changed)})"
             if changed else None)
@@ -334,6 +342,7 @@ class SweepCallback(Callback):
         refusal = REFUSED_AT_START.pop(folder.resolve(), None) or not_this_job(config, status)
         if refusal:  # the folder's record is another run's: never show it as this job's
             status, result = {}, f"refused: {refusal}"
+            _REFUSED_JOBS.append(folder.name)
         elif result == "finished":
             shown = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "val/acc_best")
                      if metrics.get(k) is not None]
@@ -342,7 +351,6 @@ class SweepCallback(Callback):
             result += f" after epoch {status.get('epoch')} of {status.get('max_epochs')}"
         elif status.get("error"):
             result += f": {status['error']}"
-            _REFUSED_JOBS.append(folder.name)
         if status.get("dataset") not in (None, "mnist", "fashion_mnist"):
             result += f" [data: {status['dataset']}]"  # e.g. the offline sample, not MNIST
         log.info("[job %d of %s] %s -> %s", config.hydra.job.num + 1, total,
@@ -357,6 +365,7 @@ class SweepCallback(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
             report = build_report(sweep_dir)
+            describe_seed_groups(sweep_dir, report.rows)
         except ReportError as exc:
             fail(f"the sweep's report could not be made: {exc}", 1)
         except OSError as exc:  # e.g. a read-only sweep folder: the runs themselves are safe
