@@ -19,6 +19,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import scipy.stats
 import yaml
 from PIL import Image
 
@@ -32,8 +33,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSV_COLUMNS = [
     "job", "head", "separable", "filters", "data", "lr", "optimizer", "scheduler",
     "batch_size", "epochs", "seed", "dropout", "weight_decay", "label_smoothing", "augment",
-    "precision", "params", "val_acc_best", "test_acc", "test_loss", "epochs_completed",
-    "sec_per_epoch", "status", "error", "command", "settings",
+    "precision", "params", "val_acc_best", "test_acc", "test_acc_low", "test_acc_high",
+    "test_images", "test_loss", "epochs_completed", "sec_per_epoch", "status", "error",
+    "command", "settings",
 ]
 REPORT_FILES = ("summary.csv", "summary.md", "val_acc.png", "acc_vs_params.png")
 
@@ -149,7 +151,12 @@ def test_summary_md_lists_every_job_with_its_command(head_sweep) -> None:
         assert row["job"] == csv_row["job"].split("_")[0]
         assert row["config"] == f"head={csv_row['head']}"
         assert row["command"] == f"`{csv_row['command']}`"
-        assert row["test acc"] == f"{float(csv_row['test_acc']):.4f}"
+        acc, low, high = (float(csv_row[k]) for k in ("test_acc", "test_acc_low",
+                                                      "test_acc_high"))
+        half = max(acc - low, high - acc)
+        assert row["test acc"] == f"{100 * acc:.2f} +/- {100 * half:.2f}"
+        assert low <= acc <= high and csv_row["test_images"] == "200"
+    assert "the 95% Wilson interval of the run's test accuracy over its 200 test images" in text
     assert "![validation accuracy per epoch](val_acc.png)" in text
     assert "\nCommon to all 2 runs: `separable=false filters=16 data=mnist " in text
 
@@ -222,11 +229,15 @@ def test_results_mean_and_std_over_seeds(head_sweep, seed_sweep, tmp_path: Path)
     row = groups["head=gmp"]
     assert (row["n"], row["seeds"], row["params"]) == ("3", "1, 2, 1", "12,252")
     test_accs = [m["test/acc"] for m in gmp]
-    assert row["test acc mean"] == f"{statistics.fmean(test_accs):.4f}"
-    assert row["test acc std"] == f"{statistics.stdev(test_accs):.4f}"
+    # percent, +/- the t interval of the mean over the 3 seeds (scipy's Student t)
+    mean, sd = statistics.fmean(test_accs), statistics.stdev(test_accs)
+    half = scipy.stats.t.ppf(0.975, 2) * sd / 3 ** 0.5
+    assert row["test acc mean"] == f"{100 * mean:.2f} +/- {100 * half:.2f}"
+    assert row["test acc std"] == f"{100 * sd:.2f}"
     vals = [m["val/acc_best"] for m in gmp]
-    assert row["best val acc mean"] == f"{statistics.fmean(vals):.4f}"
-    assert row["best val acc std"] == f"{statistics.stdev(vals):.4f}"
+    assert row["best val acc mean"].startswith(f"{100 * statistics.fmean(vals):.2f} +/- ")
+    assert row["best val acc std"] == f"{100 * statistics.stdev(vals):.2f}"
+    assert "mean +/-: the 95% t interval of the mean" in text
     assert groups["head=gap"]["n"] == "1" and groups["head=gap"]["test acc std"] == ""
     # How to run each configuration again: what all its runs were started with, less the seed
     # (the gmp runs come from two sweeps, one of them sweeping the seed, not the head).
@@ -259,6 +270,13 @@ def test_no_word_is_cut_when_the_table_goes_to_a_pipe(seed_sweep) -> None:
         str(sweep_dir.parent / "broken_data") in w for w in words)
 
 
+def without_image_level(lines: list[str]) -> list[str]:
+    """A document's lines less its `On the same test images` part."""
+    start = lines.index("### On the same test images")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+    return lines[:start] + lines[end:]
+
+
 def test_results_and_summary_re_render_from_their_csv(head_sweep, seed_sweep,
                                                       tmp_path: Path) -> None:
     heads, seeds = head_sweep[0], seed_sweep[0]
@@ -267,9 +285,12 @@ def test_results_and_summary_re_render_from_their_csv(head_sweep, seed_sweep,
     again = tmp_path / "again" / "results.md"
     proc = report_cli("--from-csv", out.with_suffix(".csv"), "--results", again)
     assert proc.returncode == 0, proc.stderr
-    # the same tables, numbers and labels; only the line saying how it was made differs
+    # the same tables, numbers and labels; only the line saying how it was made differs,
+    # and the image-level comparison, which needs the per-image predictions of run folders
     first, second = out.read_text().splitlines(), again.read_text().splitlines()
-    assert first[3:] == second[3:] and len(first) > 20
+    assert without_image_level(first)[3:] == without_image_level(second)[3:]
+    assert len(first) > 20 and "right only with the value" in out.read_text()
+    assert "without per-image predictions" in again.read_text()
     assert f"--from-csv {out.with_suffix('.csv')} --results {again}" in second[2]
     assert read_csv(out.with_suffix(".csv")) == read_csv(again.with_suffix(".csv"))
     # a sweep's summary.md from its summary.csv alone (the run folders gone)

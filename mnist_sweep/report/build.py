@@ -14,12 +14,14 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mnist_sweep.report.compare import what_matters
 from mnist_sweep.report.plots import write_plots
 from mnist_sweep.report.read import Run, is_job_dir, read_folder, read_records
 from mnist_sweep.report.render import (
     COLUMNS,
     csv_text,
     print_table,
+    print_what_matters,
     quoted,
     record,
     results_markdown,
@@ -62,13 +64,15 @@ def build_report(folder: Path, console: Console | None = None) -> Report:
     labels, common = describe(runs), common_settings(runs)
     title = f"{'Run' if is_job_dir(folder) else 'Sweep'} {folder}"
     print_table(console, title, runs, labels, common)
+    matters = what_matters(runs) if sum(r.finished for r in runs) > 1 else None
+    print_what_matters(console, matters)
     source = (f"read from their TensorBoard event files and status.json by "
               f"`{REPORT_CMD} {quoted([folder])}`")
     files = [
         write_text(folder / "summary.csv", csv_text(COLUMNS, map(record, runs))),
         write_text(folder / "summary.md",
                    summary_markdown(title.replace(str(folder), folder.name), runs, labels,
-                                    common, source)),
+                                    common, source, matters=matters)),
         *write_plots(runs, labels, folder),
     ]
     _announce(console, f"Report of {folder}", files)
@@ -83,13 +87,15 @@ def report_from_csv(csv_path: Path, console: Console | None = None) -> list[Path
     runs = rank(read_records(csv_path))
     labels, common = describe(runs), common_settings(runs)
     print_table(console, f"Sweep {folder.name} (from {csv_path})", runs, labels, common)
+    matters = what_matters(runs) if sum(r.finished for r in runs) > 1 else None
+    print_what_matters(console, matters)
     source = (f"read from their TensorBoard event files and status.json when they ran, "
               f"rendered from the records in {csv_path.name} by "
               f"`{REPORT_CMD} --from-csv {quoted([csv_path])}`")
     plots = (folder / "val_acc.png").is_file() and (folder / "acc_vs_params.png").is_file()
     files = [write_text(folder / "summary.md",
                         summary_markdown(f"Sweep {folder.name}", runs, labels, common,
-                                         source, plots=plots))]
+                                         source, plots=plots, matters=matters))]
     _announce(console, f"Report of {csv_path}", files)
     return files
 
@@ -122,6 +128,7 @@ def write_results(results: Results, path: Path, from_csv: Path | None = None,
                    + (f"{quoted(folders)} " if folders else "") + f"--results {quoted([path])}")
         source = (f"the records in {from_csv} (read from the TensorBoard event files and "
                   f"status.json of the sweeps {', '.join(sweeps)})")
-    return [write_text(path, results_markdown(results, command, source)),
+    return [write_text(path, results_markdown(results, command, source,
+                                              what_matters(results.runs))),
             write_text(path.with_suffix(".csv"),
                        csv_text(["sweep", "config", *COLUMNS], results_records(results)))]

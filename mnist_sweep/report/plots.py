@@ -1,4 +1,10 @@
-"""The two plots of a sweep: validation accuracy per epoch, and test accuracy against size."""
+"""The two plots of a sweep: validation accuracy per epoch, and test accuracy against size.
+
+Accuracies are in percent, test accuracies with their 95% intervals as error bars (a seed
+group's t interval of its mean, a single run's Wilson interval), and the y axis never spans
+less than the largest interval or 0.2 points: a difference inside the noise looks like one,
+instead of being stretched over the whole height of the chart.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,26 @@ import re
 from pathlib import Path
 
 from mnist_sweep.report.read import Run, job_number
-from mnist_sweep.report.render import write_atomic
+from mnist_sweep.report.render import short_numbers, write_atomic
+from mnist_sweep.report.stats import t_interval, wilson
 
-# A search's floats (dropout=0.01915194503788923) would make every label a line long.
-LONG_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{4,}(?:e-?\d+)?")
 LINE_STYLES = ("-", "--", ":", "-.")
+SEED_TOKEN = re.compile(r"(^|\s)seed=\S+")
+MIN_SPAN = 0.2  # points: the least a y axis of accuracies spans
+
+
+def y_limits(lows: list[float], highs: list[float], largest: float) -> tuple[float, float]:
+    """y limits (percent) that hold every point and bar and span at least the largest
+    interval and MIN_SPAN, centred on the data."""
+    low, high = min(lows), max(highs)
+    span = max(high - low, largest, MIN_SPAN)
+    middle, pad = (low + high) / 2, 0.08 * span
+    return middle - span / 2 - pad, middle + span / 2 + pad
 
 
 def plot_label(label: str) -> str:
     """A run's label for a chart: numbers to 3 significant digits."""
-    return LONG_NUMBER.sub(lambda m: f"{float(m.group()):.3g}", label)
+    return short_numbers(label)
 
 
 def _figure_with_legend_below(entries: int):
@@ -36,15 +52,20 @@ def val_acc_figure(runs: list[Run], labels: list[str]):
     fig, ax = _figure_with_legend_below(len(curves))
     for i, (run, label) in enumerate(curves):
         # ten colours, then the same colours dashed, dotted, ...
-        ax.plot(range(1, len(run.val_curve) + 1), run.val_curve, marker="o", markersize=4,
+        ax.plot(range(1, len(run.val_curve) + 1), [100 * v for v in run.val_curve],
+                marker="o", markersize=4,
                 linestyle=LINE_STYLES[(i // 10) % len(LINE_STYLES)],
                 label=f"{job_number(run.job)}: {plot_label(label)}")
     epochs = max((len(r.val_curve) for r in runs), default=0)
     # Epochs are whole numbers: with few of them matplotlib would tick 0.95, 1.00, 1.05
     ax.set_xlim(0.5, max(epochs, 1) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy per epoch")
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
+           title="Validation accuracy per epoch")
     ax.grid(alpha=0.3)
+    values = [100 * v for run, _ in curves for v in run.val_curve]
+    if values:
+        ax.set_ylim(*y_limits(values, values, 0.0))
     if ax.lines:
         fig.legend(loc="outside lower center", fontsize="small", frameon=False)
     else:
@@ -52,22 +73,55 @@ def val_acc_figure(runs: list[Run], labels: list[str]):
     return fig
 
 
+def _points(runs: list[Run], labels: list[str]) -> list[tuple]:
+    """(params, accuracy %, low %, high %, marker text, legend text, members) per seed group
+    (runs whose labels differ only in their seed) or single run, in order of first run."""
+    groups: dict[tuple, list[tuple[Run, str]]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        if run.params is not None and run.test_acc is not None:
+            key = (SEED_TOKEN.sub("", label).strip(), run.params)
+            groups.setdefault(key, []).append((run, label))
+    points = []
+    for (label, params), members in groups.items():
+        accs = [100 * r.test_acc for r, _ in members]
+        numbers = ",".join(job_number(r.job) for r, _ in members)
+        if len(members) > 1:
+            interval = t_interval(accs)
+            mean = sum(accs) / len(accs)
+            low, high = interval if interval else (mean, mean)
+            text = f"{numbers}: {plot_label(label)} (mean of {len(members)} seeds, 95% t)"
+            points.append((params, mean, low, high, numbers, text, accs))
+        else:
+            run, own = members[0]
+            ci = wilson(run)
+            low, high = (100 * ci[0], 100 * ci[1]) if ci else (accs[0], accs[0])
+            points.append((params, accs[0], low, high, numbers,
+                           f"{numbers}: {plot_label(own)}", accs))
+    return points
+
+
 def acc_vs_params_figure(runs: list[Run], labels: list[str]):
-    """Test accuracy against parameter count, one point per finished run, marked with its
-    job number; the legend below the chart says which configuration each number is."""
-    points = [(r.params, r.test_acc, job_number(r.job), plot_label(label))
-              for r, label in zip(runs, labels, strict=True)
-              if r.params is not None and r.test_acc is not None]
+    """Test accuracy (%) against parameter count: one point per seed group (its mean, its
+    seeds as small dots) or single run, with its 95% interval as an error bar, marked with
+    its job numbers; the legend below the chart says which configuration each number is."""
+    points = _points(runs, labels)
     fig, ax = _figure_with_legend_below(len(points))
-    for i, (params, acc, number, label) in enumerate(points):
-        ax.scatter(params, acc, label=f"{number}: {label}")
+    for i, (params, acc, low, high, number, label, members) in enumerate(points):
+        bar = ax.errorbar(params, acc, yerr=[[acc - low], [high - acc]], fmt="o", capsize=4,
+                          label=label)
+        if len(members) > 1:
+            ax.scatter([params] * len(members), members, s=10, alpha=0.5,
+                       color=bar.lines[0].get_color())
         # alternate the offsets so runs with equal parameter counts stay readable
         ax.annotate(str(number), (params, acc), textcoords="offset points", fontsize="small",
                     xytext=(6, 6 if i % 2 == 0 else -12))
-    ax.set(xlabel="trainable parameters", ylabel="test accuracy",
+    ax.set(xlabel="trainable parameters", ylabel="test accuracy (%), 95% interval",
            title="Test accuracy vs parameters")
     ax.grid(alpha=0.3)
     if points:
+        lows = [p[2] for p in points] + [m for p in points for m in p[6]]
+        highs = [p[3] for p in points] + [m for p in points for m in p[6]]
+        ax.set_ylim(*y_limits(lows, highs, max(p[3] - p[2] for p in points)))
         fig.legend(loc="outside lower center", fontsize="small", frameon=False)
     else:
         ax.text(0.5, 0.5, "no finished run yet", ha="center", transform=ax.transAxes)

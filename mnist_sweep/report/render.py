@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,11 +21,30 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mnist_sweep.report.compare import MAX_SEEDS, ONE_PAIR, PAIRED, WELCH, WhatMatters
 from mnist_sweep.report.read import CHOICES, DAMAGED, Run, job_number
-from mnist_sweep.report.stats import Group, Results, fmt, shared_overrides, substitute_datasets
+from mnist_sweep.report.stats import (
+    Group,
+    Results,
+    fmt,
+    images_tested,
+    name_of,
+    shared_overrides,
+    substitute_datasets,
+    wilson,
+)
 
-COLUMNS = ["job", *CHOICES, "params", "val_acc_best", "test_acc", "test_loss",
-           "epochs_completed", "sec_per_epoch", "status", "error", "command", "settings"]
+COLUMNS = ["job", *CHOICES, "params", "val_acc_best", "test_acc", "test_acc_low",
+           "test_acc_high", "test_images", "test_loss", "epochs_completed", "sec_per_epoch",
+           "status", "error", "command", "settings"]
+LONGEST_NAME = 100  # characters of a configuration's name in the results' first table
+# A search's floats (dropout=0.01915194503788923) would make every label a line long.
+LONG_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{4,}(?:e-?\d+)?")
+
+
+def short_numbers(label: str) -> str:
+    """A label with its long numbers to 3 significant digits, for charts and names."""
+    return LONG_NUMBER.sub(lambda m: f"{float(m.group()):.3g}", label)
 
 
 # ---- cells -----------------------------------------------------------------------------
@@ -36,6 +56,31 @@ def num(value: float | None, digits: int = 4) -> str:
 def std(value: float | None) -> str:
     """Empty for a single run: not a dash, which would read as 'missing'."""
     return "" if value is None else f"{value:.4f}"
+
+
+def percent(value: float | None, interval: tuple[float, float] | None = None) -> str:
+    """`99.41 +/- 0.05`: a fraction in percent, +/- the larger side of its interval (a
+    Wilson interval is not symmetric near 100%), in points."""
+    if value is None:
+        return "-"
+    if interval is None:
+        return f"{100 * value:.2f}"
+    half = max(value - interval[0], interval[1] - value, 0.0)
+    return f"{100 * value:.2f} +/- {100 * half:.2f}"
+
+
+def run_acc(run: Run) -> str:
+    return percent(run.test_acc, wilson(run))
+
+
+def wilson_line(runs: list[Run]) -> str:
+    """Said once above a table of runs: what its +/- is."""
+    sizes = sorted({n for r in runs if r.test_acc is not None and (n := images_tested(r))})
+    over = (" and ".join(f"{n:,}" for n in sizes) + " test images") if sizes else "the test set"
+    return (f"Accuracies in percent. test acc +/-: the 95% Wilson interval of the run's test "
+            f"accuracy over its {over} (the larger side: the interval is not symmetric near "
+            f"100%); it is the test set's share of the noise only, a seed's share comes on "
+            f"top.")
 
 
 def integer(value: int | None) -> str:
@@ -73,6 +118,9 @@ def record(run: Run) -> dict[str, Any]:
     """The CSV row of a run: one column per COLUMNS entry."""
     return {"job": run.job, **{name: run.config.get(key) for name, key in CHOICES.items()},
             "params": run.params, "val_acc_best": run.val_acc_best, "test_acc": run.test_acc,
+            "test_acc_low": (wilson(run) or (None, None))[0],
+            "test_acc_high": (wilson(run) or (None, None))[1],
+            "test_images": images_tested(run) if run.test_acc is not None else None,
             "test_loss": run.test_loss, "epochs_completed": run.epochs_completed,
             "sec_per_epoch": run.sec_per_epoch, "status": run.status,
             "error": error_cell(run), "command": run.command,
@@ -114,8 +162,9 @@ def md_table(header: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
 
 
 def summary_markdown(title: str, runs: list[Run], labels: list[str], common: list[str],
-                     source: str, plots: bool = True) -> str:
-    """summary.md of one sweep (or one run): its table, what the runs share, its plots."""
+                     source: str, plots: bool = True, matters: WhatMatters | None = None) -> str:
+    """summary.md of one sweep (or one run): its table, what the runs share, what matters,
+    its plots."""
     done = sum(r.finished for r in runs)
     lines = [f"# {title}", "",
              f"{len(runs)} job{'s' * (len(runs) != 1)}, {done} finished, {source}. "
@@ -124,54 +173,119 @@ def summary_markdown(title: str, runs: list[Run], labels: list[str], common: lis
              common_line(common, runs, markdown=True), ""]
     note = dataset_note(runs, markdown=True)
     lines += [note, ""] if note else []
+    lines += [wilson_line(runs), ""]
     lines += md_table(
         ["job", "config", "params", "best val acc", "test acc", "test loss", "epochs",
          "s/epoch", "status", "command"],
-        ([job_number(r.job), label, integer(r.params), num(r.val_acc_best), num(r.test_acc),
+        ([job_number(r.job), label, integer(r.params), percent(r.val_acc_best), run_acc(r),
           num(r.test_loss), r.epochs_completed, num(r.sec_per_epoch, 2), outcome(r),
           code(r.command)] for r, label in zip(runs, labels, strict=True)))
+    if matters is not None:
+        lines += ["", *matters_markdown(matters)]
     if plots:
         lines += ["", "![validation accuracy per epoch](val_acc.png)", "",
                   "![test accuracy vs parameters](acc_vs_params.png)"]
     return "\n".join([*lines, ""])
 
 
-def _group_cells(group: Group) -> list[str]:
+def _group_cells(group: Group, name: str) -> list[str]:
     done = group.finished
     test_mean, test_std = group.stats("test_acc")
     val_mean, val_std = group.stats("val_acc_best")
     seconds = group.stats("sec_per_epoch")[0]
     params = sorted({r.params for r in done if r.params is not None})
-    return [group.label, str(len(done)), ", ".join(map(seed, done)),
-            num(test_mean), std(test_std), num(val_mean), std(val_std),
+    return [name, str(len(done)), ", ".join(map(seed, done)),
+            percent(test_mean, group.interval("test_acc")), points(test_std),
+            percent(val_mean, group.interval("val_acc_best")), points(val_std),
             ", ".join(map(integer, params)) or "-",
             num(seconds, 2), code(shared_overrides(group) or None)]
 
 
-def results_markdown(results: Results, command: str, source: str) -> str:
-    """The document over several sweeps: mean and std over seeds, then every run."""
+def points(std_value: float | None) -> str:
+    """A standard deviation of fractions, in points; empty for a single run."""
+    return "" if std_value is None else f"{100 * std_value:.2f}"
+
+
+def _cut(text: str, limit: int = LONGEST_NAME) -> str:
+    """At most `limit` characters, cut between words."""
+    if len(text) <= limit:
+        return text
+    words, out = text.split(), ""
+    for word in words:
+        if len(out) + len(word) + 1 + 4 > limit:
+            break
+        out = f"{out} {word}".strip()
+    return f"{out} ..."
+
+
+def group_names(results: Results) -> list[str]:
+    """A short name per group: its preset (`experiment=...` with what its runs changed)
+    where it has one; else what tells it from the document's other groups when that is
+    short; else what tells it from the other groups of its own sweep, after the sweep's
+    name. At most LONGEST_NAME characters; the full settings stay in the CSV."""
+    from mnist_sweep.report.stats import describe
+
+    by_sweep: dict[str, list[Group]] = {}
+    for g in results.groups:
+        by_sweep.setdefault(str(g.runs[0].sweep), []).append(g)
+    def within_sweep(g: Group) -> str:
+        sweep = g.runs[0].sweep
+        mates = by_sweep[str(sweep)]
+        if len(mates) == 1:
+            return f"sweep {Path(sweep).name}"
+        inside = describe([m.runs[0] for m in mates], skip={"seed"})[mates.index(g)]
+        return f"{Path(sweep).name}: {short_numbers(inside)}"
+
+    names = []
+    for g in results.groups:
+        shared = shared_overrides(g)
+        if any(o.startswith("experiment=") for o in shared.split()):
+            names.append(_cut(shared))
+        else:
+            names.append(_cut(g.label) if len(g.label) <= LONGEST_NAME else within_sweep(g))
+    # a name two groups share (a search's trials, all of one preset) says what differs
+    # inside their sweep instead
+    repeated = {n for n in names if names.count(n) > 1}
+    names = [_cut(within_sweep(g)) if n in repeated else n
+             for n, g in zip(names, results.groups, strict=True)]
+    return [_cut(f"{n} ({Path(g.runs[0].sweep).name})") if names.count(n) > 1 else n
+            for n, g in zip(names, results.groups, strict=True)]
+
+
+def results_markdown(results: Results, command: str, source: str,
+                     matters: WhatMatters | None = None) -> str:
+    """The document over several sweeps: mean and interval over seeds, what matters, then
+    every run."""
+    names = group_names(results)
     lines = [
         "# Results", "",
         f"Generated by `{command}` from {source} of {len(results.runs)} runs; do not edit by "
-        f"hand. Accuracies are fractions; std is the sample standard deviation over seeds "
-        f"(n - 1), empty for a single run; only finished runs count. `config` names each "
-        f"configuration by the settings that differ between them (a setting a run does not "
-        f"use, such as the augmentation sizes without augmentation, is left out).", "",
+        f"hand. Only finished runs count. `config` names each configuration by its preset "
+        f"where it has one, else by the settings that differ between them (a setting a run "
+        f"does not use, such as the augmentation sizes without augmentation, is left out); "
+        f"every setting of every run is in the CSV beside this file.", "",
         common_line(results.common, results.runs, markdown=True), ""]
     note = dataset_note(results.runs, markdown=True)
     lines += [note, ""] if note else []
-    lines += ["## Mean over seeds", ""]
+    lines += ["## Mean over seeds", "",
+              "Accuracies in percent, std in points. mean +/-: the 95% t interval of the "
+              "mean over the configuration's seeds (Student's t, n - 1 degrees of freedom); "
+              "for a configuration of one run, the 95% Wilson interval of its test accuracy "
+              "over its test images. std: the sample standard deviation over seeds (n - 1), "
+              "empty for a single run.", ""]
     lines += md_table(
         ["config", "n", "seeds", "test acc mean", "test acc std", "best val acc mean",
          "best val acc std", "params", "mean s/epoch", "overrides shared by its runs"],
-        [_group_cells(g) for g in results.groups])
-    lines += ["", "## Runs", ""]
+        [_group_cells(g, n) for g, n in zip(results.groups, names, strict=True)])
+    if matters is not None:
+        lines += ["", *matters_markdown(matters, level=2)]
+    lines += ["", "## Runs", "", wilson_line(results.runs), ""]
     lines += md_table(
         ["config", "seed", "status", "test acc", "best val acc", "params", "s/epoch",
          "command"],
-        ([g.label, seed(r), outcome(r), num(r.test_acc), num(r.val_acc_best),
+        ([n, seed(r), outcome(r), run_acc(r), percent(r.val_acc_best),
           integer(r.params), num(r.sec_per_epoch, 2), code(r.command)]
-         for g in results.groups for r in g.runs))
+         for g, n in zip(results.groups, names, strict=True) for r in g.runs))
     return "\n".join([*lines, ""])
 
 
@@ -180,16 +294,145 @@ def results_records(results: Results) -> Iterable[dict[str, Any]]:
             for g in results.groups for r in g.runs)
 
 
+# ---- what matters ----------------------------------------------------------------------
+
+MATTERS_INTRO = (
+    "Each value of a swept setting against a reference value (the default where it was "
+    "swept, else the first value), in points of test accuracy (value minus reference), over "
+    "runs that differ in that setting alone. Over seeds: runs paired by seed within each "
+    "combination of the other settings, the pairs of all combinations combined (`all`) in a "
+    "t-test of the mean difference (Welch's test where no seeds match). On the same test "
+    "images: McNemar's exact test on the images one run gets right and the other wrong, "
+    "per pair of runs, which shows the test set's share of the noise apart from the seed's. "
+    "p: Holm-adjusted within each table's comparisons; verdict at 5%. `seeds to resolve`: "
+    "seeds per value that would detect a true difference of the size seen with 80% power, "
+    "from the spread the seeds showed.")
+
+
+def signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def interval_cell(low: float | None, high: float | None) -> str:
+    return "-" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def p_cell(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
+
+def runs_cell(method: str, n: int) -> str:
+    if method == PAIRED:
+        return f"{n} pairs by seed"
+    if method == WELCH:
+        return f"{n}+ runs each, unpaired"
+    if method == ONE_PAIR:
+        return "1 pair: no seed spread"
+    return f"{n} combinations"
+
+
+def seeds_cell(row) -> str:
+    if row.seeds_needed is None:
+        return "" if row.p_holm is not None and row.verdict != "not distinguishable" else "-"
+    if row.seeds_needed > MAX_SEEDS:
+        return f"more than {MAX_SEEDS:,}"
+    return str(row.seeds_needed)
+
+
+NOTHING_TO_COMPARE = "No two runs differ in one swept setting alone: nothing to compare."
+SEED_HEADER = ["setting", "value", "against", "within", "runs", "difference (points)",
+               "95% interval", "p", "verdict", "seeds to resolve"]
+IMAGE_HEADER = ["setting", "value", "against", "within", "seed", "images",
+                "right only with the reference", "right only with the value",
+                "difference (points)", "95% interval", "p", "verdict"]
+
+
+def seed_rows(matters: WhatMatters) -> list[list[str]]:
+    return [[name_of(r.key), r.value, r.reference, r.within, runs_cell(r.method, r.n),
+             signed(r.diff), interval_cell(r.low, r.high), p_cell(r.p_holm), r.verdict,
+             seeds_cell(r)] for r in matters.seed_level]
+
+
+def image_rows(matters: WhatMatters) -> list[list[str]]:
+    return [[name_of(r.key), r.value, r.reference, r.within, r.seed, f"{r.images:,}",
+             str(r.reference_only), str(r.value_only), signed(r.diff),
+             interval_cell(r.low, r.high), p_cell(r.p_holm), r.verdict]
+            for r in matters.image_level]
+
+
+def image_note(matters: WhatMatters) -> str | None:
+    """Why some pairs have no image-level test, counted, not listed run by run."""
+    if not matters.image_notes:
+        return None
+    missing = {n for n in matters.image_notes if n.endswith("no per-image predictions")}
+    other = [n for n in matters.image_notes if n not in missing]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} pair{'s' * (len(missing) != 1)} of runs without "
+                     f"per-image predictions (runs recorded before they were kept, or whose "
+                     f"file is damaged)")
+    parts += other
+    return "No image-level test for " + "; ".join(parts) + "."
+
+
+def matters_markdown(matters: WhatMatters, level: int = 2) -> list[str]:
+    h = "#" * level
+    lines = [f"{h} What matters", "", MATTERS_INTRO, ""]
+    if matters.empty:
+        return [*lines, NOTHING_TO_COMPARE]
+    lines += [f"{h}# Over seeds", ""]
+    lines += md_table(SEED_HEADER, seed_rows(matters)) if matters.seed_level else [
+        "No seed-level comparison: no setting has runs on both sides."]
+    lines += ["", f"{h}# On the same test images", ""]
+    lines += md_table(IMAGE_HEADER, image_rows(matters)) if matters.image_level else [
+        "No image-level comparison."]
+    note = image_note(matters)
+    lines += ["", note] if note else []
+    return lines
+
+
+def print_what_matters(console: Console, matters: WhatMatters | None) -> None:
+    """The section in the terminal, after the table of runs (none for a single run)."""
+    if matters is None:
+        return
+    console.print()
+    console.print(Text("What matters", style="bold"))
+    console.print(MATTERS_INTRO, markup=False, highlight=False,
+                  soft_wrap=not console.is_terminal)
+    if matters.empty:
+        console.print(NOTHING_TO_COMPARE, markup=False, highlight=False)
+        return
+    for title, header, rows in (("Over seeds", SEED_HEADER, seed_rows(matters)),
+                                ("On the same test images", IMAGE_HEADER,
+                                 image_rows(matters))):
+        if not rows:
+            continue
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title, title_justify="left")
+        for name in header:
+            table.add_column(name)
+        for row in rows:
+            style = {"better": "green", "worse": "red"}.get(row[header.index("verdict")])
+            table.add_row(*map(Text, row), style=style)
+        if not console.is_terminal:
+            console.width = max(console.width, Console(width=100_000).measure(table).maximum)
+        console.print(table)
+    note = image_note(matters)
+    if note:
+        console.print(note, markup=False, highlight=False, soft_wrap=not console.is_terminal)
+
+
 # ---- terminal --------------------------------------------------------------------------
 
 def print_table(console: Console, title: str, runs: list[Run], labels: list[str],
                 common: list[str]) -> None:
     """The table a sweep ends with. On a terminal rich fits it to the window; elsewhere
     (a log, a pipe) it gets the width that keeps every word whole."""
-    header = ("job", "config", "params", "val\nbest", "test\nacc", "test\nloss", "epochs",
-              "s/\nepoch", "status")
-    rows = [[job_number(r.job), label, integer(r.params), num(r.val_acc_best),
-             num(r.test_acc), num(r.test_loss), str(r.epochs_completed),
+    header = ("job", "config", "params", "val\nbest", "test acc\n+/- 95%", "test\nloss",
+              "epochs", "s/\nepoch", "status")
+    rows = [[job_number(r.job), label, integer(r.params), percent(r.val_acc_best),
+             run_acc(r), num(r.test_loss), str(r.epochs_completed),
              num(r.sec_per_epoch, 2), outcome(r)]
             for r, label in zip(runs, labels, strict=True)]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
@@ -207,6 +450,8 @@ def print_table(console: Console, title: str, runs: list[Run], labels: list[str]
     note = dataset_note(runs)
     if note:
         console.print(Text(note, style="bold yellow"), soft_wrap=not console.is_terminal)
+    console.print(wilson_line(runs), markup=False, highlight=False,
+                  soft_wrap=not console.is_terminal)
     console.print(table)
 
 

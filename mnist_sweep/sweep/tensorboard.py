@@ -82,3 +82,67 @@ def write_experiment(sweep_dir: Path, records: list[dict[str, Any]],
     writer.add_summary(experiment_summary(records, swept))
     writer.close()
     return Path(writer.get_logdir())
+
+
+# ---- seed groups -----------------------------------------------------------------------
+
+GROUPS_DIR = "seed_groups"
+BAND_CHART = "val/acc: seed mean, band from the lowest to the highest seed"
+GROUP_LAYOUT = {"seed groups": {
+    BAND_CHART: ["Margin", ["val/acc", "val/acc_min", "val/acc_max"]],
+    "test/acc: seed mean, band from the lowest to the highest seed":
+        ["Margin", ["test/acc", "test/acc_min", "test/acc_max"]],
+}}
+
+
+def group_folder_name(label: str) -> str:
+    """`head=gmp filters=20` -> `head=gmp,filters=20`: one path component, as Hydra names
+    job folders."""
+    return ",".join(label.split()).replace("/", "_") or "defaults"
+
+
+def write_seed_groups(sweep_dir: Path, runs: list[Any]) -> list[Path]:
+    """One TensorBoard run per group of finished runs that differ only in seed (two or more
+    with a validation curve): `seed_groups/<what differs>/`, whose `val/acc` at each epoch
+    is the mean over the seeds and `val/acc_min` / `val/acc_max` the lowest and highest
+    seed, and the same for `test/acc` at the last epoch. A custom-scalars layout draws each
+    as a margin chart, so one chart holds every configuration with its spread (single runs
+    are in the Time Series tab as they are). Replaces the folder's earlier group runs.
+
+    `runs`: the sweep's runs as the report read them (report/read.py's Run).
+    """
+    import shutil
+
+    import numpy as np
+    from torch.utils.tensorboard import SummaryWriter
+
+    from mnist_sweep.report.stats import group_runs
+
+    root = Path(sweep_dir) / GROUPS_DIR
+    shutil.rmtree(root, ignore_errors=True)
+    written = []
+    for group in group_runs(list(runs), [Path(sweep_dir)]).groups:
+        curves = [r.val_curve for r in group.finished if r.val_curve]
+        if len(curves) < 2:
+            continue
+        folder = root / group_folder_name(group.label)
+        writer = SummaryWriter(str(folder))
+        try:
+            writer.add_custom_scalars(GROUP_LAYOUT)
+            epochs = min(len(c) for c in curves)
+            for epoch in range(epochs):
+                values = np.array([c[epoch] for c in curves])
+                for tag, value in (("val/acc", values.mean()), ("val/acc_min", values.min()),
+                                   ("val/acc_max", values.max())):
+                    writer.add_scalar(tag, float(value), epoch + 1)
+            tests = np.array([r.test_acc for r in group.finished if r.test_acc is not None])
+            if len(tests):
+                for tag, value in (("test/acc", tests.mean()), ("test/acc_min", tests.min()),
+                                   ("test/acc_max", tests.max())):
+                    writer.add_scalar(tag, float(value), epochs)
+            seeds = ", ".join(str(r.config.get("seed")) for r in group.finished)
+            writer.add_text("seeds", f"{group.label}: mean over the seeds {seeds}")
+        finally:
+            writer.close()
+        written.append(folder)
+    return written
