@@ -78,24 +78,31 @@ class SlurmLauncher(plugin.SlurmLauncher):
         from submitit.core.utils import UncompletedJobError
 
         try:
-            return job.results()[0]
+            ret = job.results()[0]
         except UncompletedJobError as exc:  # FailedJobError too: the job raised past run_job
             return self._stopped(job, overrides, num, exc)
+        if ret.status == JobStatus.FAILED and isinstance(ret._return_value, UncompletedJobError):
+            # the time-limit warning with no requeue left came before the training started
+            # (or after it ended): Hydra's run_job returned submitit's error as the result
+            return self._stopped(job, overrides, num, ret._return_value,
+                                 time_limit=str(ret._return_value))
+        return ret
 
-    def _stopped(self, job: Any, overrides: list[str], num: int,
-                 exc: Exception) -> JobReturn:
+    def _stopped(self, job: Any, overrides: list[str], num: int, exc: Exception,
+                 time_limit: str | None = None) -> JobReturn:
         from mnist_sweep.sweep.plan import job_folder
 
         assert self.hydra_context is not None and self.config is not None
         job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         job_dir = job_folder(job_cfg, num)
         state = str(job.state)
-        outcome = record_stopped_job(job_dir, state, str(job.job_id))
+        outcome = record_stopped_job(job_dir, state, str(job.job_id), time_limit)
         shown = [o for o in filter_overrides(overrides) if not o.startswith("++search_trial=")]
-        log.error("[job %d of %s] %s -> %s: Slurm job %s ended %s without a result (%s); its "
-                  "log: %s", num + 1, os.environ.get("MNIST_SWEEP_NUM_JOBS", "?"),
-                  " ".join(shown) or "(defaults)", outcome, job.job_id, state,
-                  type(exc).__name__, job.paths.stderr)
+        why = (f"reached its time limit with no requeue left ({time_limit})" if time_limit
+               else f"ended {state} without a result ({type(exc).__name__})")
+        log.error("[job %d of %s] %s -> %s: Slurm job %s %s; its log: %s", num + 1,
+                  os.environ.get("MNIST_SWEEP_NUM_JOBS", "?"), " ".join(shown) or "(defaults)",
+                  outcome, job.job_id, why, job.paths.stderr)
         ret = JobReturn(overrides=overrides, cfg=job_cfg, task_name=str(job_cfg.hydra.job.name),
                         working_dir=str(job_dir), status=JobStatus.COMPLETED)
         ret.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})

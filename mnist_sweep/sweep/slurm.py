@@ -277,9 +277,11 @@ def pending_notes(sweep_dir: Path, nums: Sequence[int]) -> dict[int, str]:
 
 # ---- a job Slurm ended without a result -------------------------------------------------
 
-def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str) -> str:
+def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str,
+                       time_limit: str | None = None) -> str:
     """Make the job's status say how it ended when the job could not say it itself;
-    return the status it ends with."""
+    return the status it ends with. `time_limit`: submitit's message when the job reached
+    its time limit with no requeue left outside the training (while it started up)."""
     from mnist_sweep.job.folder import CHECKPOINT_DIR
     from mnist_sweep.job.status import (
         FAILED,
@@ -292,12 +294,13 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str) -> str:
     status = read_status_or_none(job_dir) or {}
     if status.get("status") not in (None, RUNNING):
         return str(status["status"])  # it recorded its own end (e.g. interrupted at SIGTERM)
-    stopped = slurm_state.split()[0] in STOPPED_STATES
+    stopped = time_limit is not None or slurm_state.split()[0] in STOPPED_STATES
     outcome = INTERRUPTED if stopped or status.get("status") == RUNNING else FAILED
     ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"  # job/checkpoints.py (imports torch)
     job_dir.mkdir(parents=True, exist_ok=True)
-    write_status(job_dir, outcome,
-                 error=f"Slurm job {job_id} ended {slurm_state} before the job recorded its end",
+    error = (f"interrupted (time limit: {time_limit})" if time_limit else
+             f"Slurm job {job_id} ended {slurm_state} before the job recorded its end")
+    write_status(job_dir, outcome, error=error,
                  **({"checkpoint": str(ckpt)} if ckpt.is_file() else {}))
     return outcome
 
