@@ -155,7 +155,7 @@ def test_each_seed_group_is_a_run_with_its_mean_and_band(server: str, sweep) -> 
         assert [v for _, v in series["val/acc_max"]] == pytest.approx(curves.max(axis=0))
         # what the margin chart fetches: the three tags of the group's run
         payload = get(server, "/data/plugin/custom_scalars/scalars", run=group,
-                      tag="val/acc.*")["payload"]
+                      tag="val/acc.*")["tag_to_events"]
         assert {"val/acc", "val/acc_min", "val/acc_max"} <= set(payload)
 
 

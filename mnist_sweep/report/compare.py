@@ -168,6 +168,13 @@ def _cells(runs: list[Run], key: str, others: list[str], sides: tuple[str, str]
     return {c: sides_ for c, sides_ in cells.items() if all(sides_.values())}
 
 
+def _seed_order(seed: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(seed), seed)
+    except ValueError:
+        return (1, 0.0, seed)
+
+
 def _acc(run: Run) -> float:
     return 100.0 * float(run.test_acc)
 
@@ -237,7 +244,8 @@ def _compare(out: WhatMatters, key: str, value: str, reference: str,
              cells: list[dict[str, dict[str, Run]]]) -> None:
     names = (_within([next(iter(c[reference].values())) for c in cells], key)
              if len(cells) > 1 else ["all"])
-    pairs_by_cell = [[(c[reference][s], c[value][s]) for s in c[value] if s in c[reference]]
+    pairs_by_cell = [[(c[reference][s], c[value][s])
+                      for s in sorted(c[value], key=_seed_order) if s in c[reference]]
                      for c in cells]
     rows: list[SeedLevel] = []
     if any(pairs_by_cell):
