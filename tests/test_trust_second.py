@@ -235,3 +235,157 @@ def test_a_refused_search_leaves_no_folder(tiny_root, tmp_path, setting) -> None
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert errors(proc) == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+# ---- an interrupted run to work on ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def interrupted_run(tiny_root, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A single run (seed 1) stopped by Ctrl-C after its first checkpoint, and its args
+    without hydra.run.dir: copy the folder before changing it."""
+    cwd = tmp_path_factory.mktemp("interrupted_run")
+    args = [f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=2"]
+    proc = _start([*args, "hydra.run.dir=run"], cwd)
+    _wait_for(cwd / "run", "checkpoints/last.ckpt", proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    assert status_of(cwd / "run")["status"] == "interrupted"
+    return cwd / "run", args
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(source, target)
+    return target
+
+
+# ---- 2. another configuration's checkpoint -------------------------------------------------
+
+def test_a_checkpoint_of_another_configuration_is_refused(
+        tiny_root, interrupted_run, tmp_path) -> None:
+    import torch
+
+    from mnist_sweep.job.checkpoints import SIGNATURE_KEY
+
+    folder, args = interrupted_run
+    other = run_cli([f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1", "seed=7",
+                     "optim.lr=0.01", "hydra.run.dir=other"], cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-2000:]
+    run = copy_run(folder, tmp_path)
+    shutil.copy(tmp_path / "other" / "checkpoints" / "last.ckpt", run / "checkpoints")
+    before = snapshot(run)
+    for extra in ([], ["--dry-run"]):
+        refused = run_cli([*args, "hydra.run.dir=run", *extra], cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        text = refused.stdout + refused.stderr
+        assert "was saved by a run of another configuration (optim.lr: 0.01 -> 0.003; " \
+               "seed: 7 -> 1; trainer.max_epochs: 1 -> 2)" in text, text[-2000:]
+        assert "Traceback" not in text
+        assert snapshot(run) == before
+
+    # a checkpoint written before checkpoints carried the signature still resumes: the
+    # folder's own recorded signature was checked
+    legacy = copy_run(folder, tmp_path / "legacy")
+    checkpoint = torch.load(legacy / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint.pop(SIGNATURE_KEY)["seed"] == 1
+    torch.save(checkpoint, legacy / "checkpoints" / "last.ckpt")
+    resumed = run_cli([*args, f"hydra.run.dir={legacy}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert status_of(legacy)["status"] == "finished"
+    assert status_of(legacy)["resumed_from"].endswith("last.ckpt")
+
+
+# ---- 3. starting afresh removes only the project's files -----------------------------------
+
+def test_starting_afresh_removes_only_the_projects_files_and_says_so(
+        interrupted_run, tmp_path) -> None:
+    folder, args = interrupted_run
+    run = copy_run(folder, tmp_path)
+    mine = {run / "checkpoints" / "my_best.ckpt": b"my weights",
+            run / "tb" / "notes.txt": b"my notes", run / "tb" / "mnist" / "plot.png": b"png"}
+    for path, data in mine.items():
+        path.write_bytes(data)
+    old_events = sorted((run / "tb" / "mnist").glob("events.out.tfevents.*"))
+    assert old_events
+    dry = run_cli([*args, "hydra.run.dir=run", "resume=false", "--dry-run"], cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert (f"interrupted: run again from the start (removes the earlier attempt's "
+            f"tb/mnist/events.out.tfevents.* ({len(old_events)} file{'s' * (len(old_events) > 1)}), "
+            f"tb/mnist/hparams.yaml, "
+            f"checkpoints/last.ckpt; other files stay)") in dry.stdout, dry.stdout
+    fresh = run_cli([*args, "hydra.run.dir=run", "resume=false"], cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    said = [ln for ln in (fresh.stdout + fresh.stderr).splitlines() if "starting afresh" in ln]
+    assert len(said) == 1 and "checkpoints/last.ckpt" in said[0], said
+    assert all(path.read_bytes() == data for path, data in mine.items())
+    assert not set(old_events) & set((run / "tb" / "mnist").glob("events.out.tfevents.*"))
+    assert status_of(run)["status"] == "finished"
+
+    # a folder whose status.json is gone: the same, the user's files stay
+    (run / "status.json").unlink()
+    dry = run_cli([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
+    assert "new (no status.json, removes the earlier attempt's" in dry.stdout, dry.stdout
+    again = run_cli([*args, "hydra.run.dir=run"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert all(path.read_bytes() == data for path, data in mine.items())
+
+
+# ---- 5. the status file never runs ahead of the checkpoint ---------------------------------
+
+# a 2.4M-parameter network: its 29 MB checkpoint takes long enough to write that a kill
+# right after status.json records an epoch lands while that epoch's checkpoint is written
+BIG = ["filters=256", "data.val_size=128", "data.batch_size=4", "trainer.max_epochs=3",
+       "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+       "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
+       "trainer.num_threads=1"]
+
+
+def _recorded_epoch(folder: Path) -> int:
+    try:
+        return json.loads((folder / "status.json").read_text()).get("epoch") or 0
+    except (OSError, ValueError):  # not there yet
+        return 0
+
+
+def _checkpoint_epochs(folder: Path) -> int:
+    import torch
+
+    from mnist_sweep.job.checkpoints import completed_epochs
+
+    path = folder / "checkpoints" / "last.ckpt"
+    return completed_epochs(torch.load(path, weights_only=False)) if path.is_file() else 0
+
+
+def _kill_when(proc: subprocess.Popen, happened, timeout: float = 400) -> None:
+    """SIGKILL the process the moment `happened()` is true (polled without sleeping)."""
+    deadline = time.monotonic() + timeout
+    while not happened():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the awaited moment never came"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def test_status_never_claims_an_epoch_its_checkpoint_lacks_and_stale_temporaries_go(
+        tiny_root, tmp_path) -> None:
+    args = [f"data.root={tiny_root}", *BIG, "hydra.run.dir=run"]
+    run = tmp_path / "run"
+    proc = _start(args, tmp_path)
+    _kill_when(proc, lambda: _recorded_epoch(run) >= 1)
+    assert _recorded_epoch(run) <= _checkpoint_epochs(run), "status.json ran ahead"
+
+    # killed while a checkpoint is being written: its temporary file stays behind
+    for _attempt in range(3):
+        proc = _start(args, tmp_path)
+        _kill_when(proc, lambda: list((run / "checkpoints").glob(".last.ckpt.*.tmp")))
+        if list((run / "checkpoints").glob(".last.ckpt.*.tmp")):
+            break
+    leftovers = list((run / "checkpoints").glob(".last.ckpt.*.tmp"))
+    assert leftovers, "no kill landed inside a checkpoint write"
+    assert _recorded_epoch(run) <= _checkpoint_epochs(run)
+    dry = run_cli([*args, "--dry-run"], cwd=tmp_path)
+    assert f"continue after epoch {_checkpoint_epochs(run)})" in dry.stdout, dry.stdout
+    done = run_cli(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "a temporary file left by a process that ended mid-write" in done.stdout + done.stderr
+    assert not list(run.rglob("*.tmp")) and status_of(run)["status"] == "finished"

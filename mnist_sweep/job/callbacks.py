@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from mnist_sweep.job.status import RUNNING, read_status_or_none, write_status
 
@@ -32,9 +34,14 @@ class ProgressRecorder(pl.Callback):
     is visible across processes (joblib workers, submitit jobs, other hosts).
     """
 
-    def __init__(self, job_dir: Path) -> None:
+    def __init__(self, job_dir: Path, after_checkpoint: bool = False) -> None:
         self.job_dir = job_dir
         self.epoch_seconds: list[float] = []
+        # With a checkpoint per epoch, an epoch's progress is written once its checkpoint is
+        # in place (EpochCheckpoint): a process killed in between leaves status.json one
+        # epoch behind last.ckpt, never ahead of it, so a resume never skips an epoch.
+        self.after_checkpoint = after_checkpoint
+        self._pending: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a resumed job keeps the times of the epochs it had already trained
@@ -53,10 +60,38 @@ class ProgressRecorder(pl.Callback):
         def value(key: str) -> float | None:
             return float(metrics[key]) if key in metrics else None
 
-        write_status(self.job_dir, RUNNING, epoch=trainer.current_epoch + 1,
-                     max_epochs=trainer.max_epochs, val_acc=value("val/acc"),
-                     val_acc_best=value("val/acc_best"), train_loss=value("train/loss"),
-                     epoch_seconds=self.epoch_seconds)
+        progress = dict(epoch=trainer.current_epoch + 1, max_epochs=trainer.max_epochs,
+                        val_acc=value("val/acc"), val_acc_best=value("val/acc_best"),
+                        train_loss=value("train/loss"), epoch_seconds=list(self.epoch_seconds))
+        if self.after_checkpoint:
+            self._pending = progress
+        else:
+            write_status(self.job_dir, RUNNING, **progress)
+
+    def checkpoint_saved(self) -> None:
+        """The epoch's checkpoint is in place: its progress may be recorded now."""
+        if self._pending is not None:
+            write_status(self.job_dir, RUNNING, **self._pending)
+            self._pending = None
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint that tells the ProgressRecorder when its file is in
+    place. Lightning calls checkpoint callbacks after all others at an epoch's end, so the
+    recorder alone would write status.json before the checkpoint of the same epoch exists."""
+
+    def __init__(self, recorder: ProgressRecorder, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recorder = recorder
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key, so checkpoints of either class resume with the other
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        self.recorder.checkpoint_saved()
 
 
 class DivergenceGuard(pl.Callback):

@@ -77,7 +77,7 @@ def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
                                f"again. Look at it, then delete {folder} to run this job "
                                f"from scratch, or choose another {where}.")
     if status is None:
-        return Verdict(RUN, "new")
+        return Verdict(RUN, "new" + _replaces(folder, run_cfg, "no status.json"))
     state = status["status"]
     diff = differences(status.get("signature"), run_cfg)
     if diff:
@@ -99,8 +99,109 @@ def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
                                    f"or drop resume=false.")
         return Verdict(SKIP, f"already {state}")
     if run_cfg.resume and (folder / CHECKPOINT).is_file() and state != DIVERGED:
-        return Verdict(RESUME, f"{state}: continue after epoch {status.get('epoch', '?')}")
-    return Verdict(RUN, f"{state}: run again from the start")
+        from mnist_sweep.job.checkpoints import checkpoint_verdict
+
+        epochs, problem = checkpoint_verdict(folder / CHECKPOINT, run_cfg)
+        if problem:
+            return Verdict(REFUSE, problem)
+        # the checkpoint's own count: status.json may lag one epoch behind it, never ahead
+        return Verdict(RESUME, f"{state}: continue after epoch "
+                               f"{epochs if epochs is not None else status.get('epoch', '?')}")
+    return Verdict(RUN, f"{state}: run again from the start" + _replaces(folder, run_cfg))
+
+
+def _replaces(folder: Path, run_cfg: RunConfig, why: str = "") -> str:
+    """What a fresh start removes, for the verdict (the dry run prints it)."""
+    files = earlier_attempt(folder, run_cfg.logger.name) if folder.is_dir() else []
+    if not files:
+        return ""
+    return (f" ({why + ', ' if why else ''}removes the earlier attempt's "
+            f"{describe_files(folder, files)}; other files stay)")
+
+
+# ---- the files the project writes into a job folder -------------------------------------
+
+EVENT_FILES = "events.out.tfevents.*"  # TensorBoard's, in <logger.name>/<dataset>/
+HPARAMS_FILE = "hparams.yaml"  # Lightning's TensorBoardLogger writes it beside them
+PREDICTIONS_FILE = "predictions.npz"  # job/predictions.py
+# temporary files of an atomic write (checkpoints.py, status.py), named by the writer's pid
+TEMPORARIES = {CHECKPOINT_DIR: re.compile(r"\.last\.ckpt\.(\d+)\.tmp"),
+               ".": re.compile(r"\.status\.json\.(\d+)\.tmp")}
+
+
+def earlier_attempt(folder: Path, logger_name: str) -> list[Path]:
+    """The files an earlier, unfinished attempt of a job left that a fresh start replaces,
+    by the names the project gives them: its event files and hparams.yaml, its checkpoint,
+    its predictions and temporary files. Anything else in the folder (a user's notes, a
+    checkpoint copied aside) is not the project's and is never among them."""
+    found: list[Path] = []
+    tb = folder / logger_name
+    for run in sorted(p for p in tb.iterdir() if p.is_dir()) if tb.is_dir() else []:
+        found += sorted(run.glob(EVENT_FILES))
+        found += [run / HPARAMS_FILE] if (run / HPARAMS_FILE).is_file() else []
+    found += [folder / CHECKPOINT] if (folder / CHECKPOINT).is_file() else []
+    found += [folder / PREDICTIONS_FILE] if (folder / PREDICTIONS_FILE).is_file() else []
+    for sub, pattern in TEMPORARIES.items():
+        where = folder / sub
+        found += sorted(p for p in where.iterdir() if pattern.fullmatch(p.name)) \
+            if where.is_dir() else []
+    return [p for p in found if p.is_file()]
+
+
+def describe_files(folder: Path, files: list[Path]) -> str:
+    """`tb/mnist/events.out.tfevents.* (3 files), checkpoints/last.ckpt`: relative to the
+    job folder, event files counted per folder."""
+    parts: list[str] = []
+    events: dict[Path, int] = {}
+    for path in files:
+        if path.match(EVENT_FILES):
+            events[path.parent] = events.get(path.parent, 0) + 1
+    for parent, n in events.items():
+        parts.append(f"{parent.relative_to(folder)}/{EVENT_FILES} ({n} file{'s' * (n > 1)})")
+    parts += [str(p.relative_to(folder)) for p in files if not p.match(EVENT_FILES)]
+    return ", ".join(parts)
+
+
+def start_afresh(folder: Path, logger_name: str) -> list[Path]:
+    """Remove an earlier attempt's files (earlier_attempt) and the folders the project made
+    for them where they are empty now, so TensorBoard and the report never merge two
+    attempts into one run; returns what was removed."""
+    removed = earlier_attempt(folder, logger_name)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    tb = folder / logger_name
+    runs = [p for p in tb.iterdir() if p.is_dir()] if tb.is_dir() else []
+    for empty in [*runs, tb, folder / CHECKPOINT_DIR]:
+        try:
+            empty.rmdir()  # only when empty: a user's file keeps its folder
+        except OSError:
+            pass
+    return removed
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """The temporary files of atomic writes whose writer is gone (a SIGKILL or power loss
+    mid-write leaves them for good). Called with the folder's lock held, so no live process
+    of the project writes there; a pid that still lives is left alone all the same."""
+    stale = []
+    for sub, pattern in TEMPORARIES.items():
+        where = folder / sub
+        for path in where.iterdir() if where.is_dir() else []:
+            match = pattern.fullmatch(path.name)
+            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+                path.unlink(missing_ok=True)
+                stale.append(path)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def name_too_long(folder: Path) -> str | None:
