@@ -420,12 +420,20 @@ class LiveViewCallback(Callback):
         stop_live_view()
 
 
+def _not_a_warning(record: logging.LogRecord) -> bool:
+    return record.name != "py.warnings"
+
+
 class SharedTerminalCallback(Callback):
     """Hydra callback listed before all others (conf/config.yaml: hydra.callbacks.terminal).
 
     A job in another process that shares the terminal with the live view (a joblib worker)
-    sends its log lines below WARNING only to its log file: written straight to the terminal
-    they would tear the table the sweep's process draws. It must come first, before the
+    writes only its log lines at WARNING and above to the terminal, and no Python warnings:
+    anything it writes there moves the cursor behind the back of the process drawing the
+    table, whose next redraw then starts lower and leaves the top of the previous table on
+    the screen (on a machine with Slurm installed, every job's Lightning warning "The `srun`
+    command is available on your system but is not used" left one such stale table). Its
+    INFO lines and warnings still go to the job's cli.log. It must come first, before the
     other callbacks log the job's start.
     """
 
@@ -433,8 +441,11 @@ class SharedTerminalCallback(Callback):
         drawer = os.environ.get(DRAWING_ENV)
         if drawer is None or drawer == str(os.getpid()):
             return
+        logging.captureWarnings(True)  # warnings.warn -> the `py.warnings` logger
         for handler in logging.getLogger().handlers:
             stream = getattr(handler, "stream", None)
             if (not isinstance(handler, logging.FileHandler) and stream is not None
                     and hasattr(stream, "isatty") and stream.isatty()):
                 handler.setLevel(logging.WARNING)
+                if _not_a_warning not in handler.filters:
+                    handler.addFilter(_not_a_warning)
