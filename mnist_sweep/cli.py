@@ -30,6 +30,13 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    # `mnist-sweep watch <sweep dir>`: follow a sweep from its folder (no override has this
+    # form: overrides hold `=`), see sweep/watch.py
+    if sys.argv[1:2] == ["watch"]:
+        from mnist_sweep.sweep.watch import main as watch
+
+        watch(sys.argv[2:])
+        return
     # `--dry-run` is ours, not Hydra's: list what would happen to every job, train nothing.
     if "--dry-run" in sys.argv:
         sys.argv.remove("--dry-run")

@@ -39,14 +39,15 @@ class Terminal:
         return subprocess.run([*self.tmux, *args], capture_output=True, text=True,
                               check=True, timeout=30).stdout
 
-    def start(self, args: list[str]) -> None:
+    def start(self, args: list[str], module: str = "mnist_sweep") -> None:
+        """Run `python -m MODULE ARGS` in the pane; `SWEEP-EXIT=<code>` shows when it ends."""
         env = {"XDG_CACHE_HOME": str(self.cwd / ".cache"), "MPLCONFIGDIR": MPL_CONFIG_DIR,
                "HYDRA_FULL_ERROR": "", "TERM": "xterm-256color"}
         command = " ".join(
             ["cd", shlex.quote(str(self.cwd)), "&&", "env", "-u", "MNIST_SWEEP_DATA",
              "-u", "COLUMNS", "-u", "LINES",  # the pane's own size, not the caller's
              *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
-             shlex.quote(sys.executable), "-m", "mnist_sweep", *map(shlex.quote, args),
+             shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args),
              ";", "echo", "SWEEP-EXIT=$?;", "sleep", "600"])
         self("new-session", "-d", "-s", "live", "-x", str(self.size[0]), "-y", str(self.size[1]),
              command)
@@ -173,3 +174,69 @@ def test_live_view_through_a_pipe_prints_a_line_per_epoch(tmp_path: Path,
     assert all(0.0 <= float(val) <= float(best) <= 1.0 for *_, val, best, _, _ in lines)
     # plain lines only: no cursor movement or redrawn tables in a log
     assert "\x1b[" not in proc.stdout and not LIVE_HEADER.search(proc.stdout)
+
+
+# ---- mnist-sweep watch: the same view from another process ---------------------------------
+
+@needs_tmux
+def test_watch_attaches_to_a_running_sweep_in_a_terminal_and_through_a_pipe(
+        terminal: Terminal, tiny_root: Path) -> None:
+    sweep_dir = terminal.cwd / "sweep"
+    env = {**os.environ, "XDG_CACHE_HOME": str(terminal.cwd / ".cache"),
+           "MPLCONFIGDIR": MPL_CONFIG_DIR, "HYDRA_FULL_ERROR": ""}
+    env.pop("MNIST_SWEEP_DATA", None)
+    # the sweep runs on its own, its output to a file (as if its terminal were gone)
+    with open(terminal.cwd / "sweep.out", "w") as out:
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "mnist_sweep", "head=gmp,gap", "-m", *TINY_LIVE,
+             "trainer.max_epochs=4", f"data.root={tiny_root}", f"hydra.sweep.dir={sweep_dir}"],
+            cwd=terminal.cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    piped = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (sweep_dir / "multirun.yaml").is_file():
+            assert time.monotonic() < deadline and sweep.poll() is None, (
+                terminal.cwd / "sweep.out").read_text()[-3000:]
+            time.sleep(0.2)
+        # two watchers while it runs: one in a 150x30 terminal, one through a pipe
+        terminal.size = (150, 30)
+        terminal.start([str(sweep_dir), "--interval", "0.5"], module="mnist_sweep.watch")
+        piped = subprocess.Popen([sys.executable, "-m", "mnist_sweep", "watch", str(sweep_dir),
+                                  "--interval", "0.5"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+        history, screens = terminal.wait_for(r"SWEEP-EXIT=\d+", timeout=120)
+        piped_out, piped_err = piped.communicate(timeout=120)
+        assert sweep.wait(timeout=120) == 0, (terminal.cwd / "sweep.out").read_text()[-3000:]
+    finally:
+        for proc in (sweep, piped):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    # the terminal: the table while jobs ran, one table left at the end, all finished
+    assert "SWEEP-EXIT=0" in history, history[-3000:]
+    during = [t for s in screens for t in live_tables(s) if any(" running " in r for r in t)]
+    assert during, "the watch never showed a running job:\n" + "\n".join(screens[-3:])
+    assert len(live_tables(history)) == 1, history
+    final = live_tables(history)[-1]
+    for head in ("head=gmp", "head=gap"):
+        row = row_of(final, head)
+        assert row[2:4] == ["finished", "4/4"], row
+    assert "2 of 2 jobs finished, 0 running" in final[-1]
+    assert terminal("display", "-p", "-t", "live", "#{cursor_flag}").strip() == "1"
+    # the pipe: plain lines, one per epoch it saw, then the sweep's end
+    assert piped.returncode == 0, piped_out[-3000:] + piped_err[-3000:]
+    assert "\x1b[" not in piped_out and not LIVE_HEADER.search(piped_out)
+    assert re.search(r"^\[job 2 of 2\] head=gap: epoch 4/4, ", piped_out, re.MULTILINE), (
+        piped_out)
+    assert re.fullmatch(rf"Sweep {re.escape(str(sweep_dir))}: 2 of 2 jobs finished, 0 running; "
+                        r"\d:\d\d:\d\d elapsed, about 0:00:00 left",
+                        piped_out.rstrip().splitlines()[-1]), piped_out
+
+
+def test_watch_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for folder, message in ((tmp_path / "empty", "holds no multirun.yaml: not a sweep folder"),
+                            (tmp_path / "absent", "is not a folder")):
+        proc = subprocess.run([sys.executable, "-m", "mnist_sweep.watch", str(folder)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
