@@ -171,6 +171,8 @@ def worker_main(run, description: str) -> None:
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--transition-channels", type=int, default=10)
     p.add_argument("--workdir", default=".", help="scratch folder (unpacked files, logs)")
+    p.add_argument("--limit-batches", type=int, default=0,
+                   help="train and validate this many batches per epoch (0: all)")
     p.add_argument("--result", help="write the epoch times here as JSON (else print them)")
     args = p.parse_args()
     result: dict[str, Any] = {}

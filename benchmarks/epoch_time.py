@@ -35,7 +35,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import ALL_SWITCHES, B_ONLY, BATCH_SIZE, EVAL_BATCH_SIZE, REPO, Switches
+from common import ALL_SWITCHES, B_ONLY, BATCH_SIZE, EVAL_BATCH_SIZE, REPO, VAL_SIZE, Switches
+from machine_rate import machine_rates, network_flops
 from measure import IDLE_CORES, loadavg, others_cores_now, run_measured, wait_for_idle
 from pipeline_b_mnist_sweep import collect_mnist_sweep, mnist_sweep_command
 from report_table import build_report, print_report
@@ -75,7 +76,8 @@ def run_mode(mode: str, args: argparse.Namespace, spec: str, workdir: Path,
                "--data-root", str(Path(args.data_root).resolve()), "--epochs", str(args.epochs),
                "--eval-batch-size", str(args.eval_batch_size), "--filters", str(args.filters),
                "--transition-channels", str(args.transition_channels),
-               "--accelerator", args.accelerator, "--workdir", str(workdir)]
+               "--accelerator", args.accelerator, "--workdir", str(workdir),
+               "--limit-batches", str(args.limit_batches)]
         result.update(run_measured(cmd, log_path, workdir, contention, args.hog, sw.env()))
         if result["returncode"] == 0:
             result.update(json.loads(out.read_text()))
@@ -114,6 +116,29 @@ def merge_rounds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+def add_machine_rate(report: dict[str, Any], args: argparse.Namespace) -> None:
+    """The network's FLOPs and the machine's matrix-product rates on the thread counts the
+    runs used, measured now (same invocation, same load), and each run's achieved rate."""
+    flops = network_flops(args.filters, args.transition_channels)
+    threads = sorted({int(r["threads"]) for r in report["runs"]
+                      if str(r.get("threads", "")).isdigit()})
+    rates = machine_rates(threads) if args.accelerator == "cpu" and threads else {}
+    report["machine_rate"] = {"flops_per_train_image": flops["train"],
+                              "flops_per_eval_image": flops["eval"], "gemm_gflops": rates}
+    for r in report["runs"]:
+        train = r.get("train_images") or report["train_images"]
+        val = r.get("val_images") or VAL_SIZE
+        if args.limit_batches:
+            train = min(train, args.limit_batches * BATCH_SIZE)
+            val = min(val, args.limit_batches * args.eval_batch_size)
+        work = train * flops["train"] + val * flops["eval"]
+        r["achieved_gflops"] = work / r["median_seconds"] / 1e9
+        dtype = "bf16" if r.get("settings", {}).get("bf16") else "fp32"
+        rate = rates.get(dtype, {}).get(int(r["threads"])) if str(
+            r.get("threads", "")).isdigit() else None
+        r["fraction_of_gemm"] = r["achieved_gflops"] / rate if rate else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,6 +173,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "network, whose compute is next to nothing")
     p.add_argument("--filters", type=int, default=16, help=argparse.SUPPRESS)
     p.add_argument("--transition-channels", type=int, default=10, help=argparse.SUPPRESS)
+    p.add_argument("--limit-batches", type=int, default=0, metavar="N",
+                   help="train and validate N batches per epoch: checks that every run works "
+                        "(benchmarks/gpu_check.sh --smoke); the figures are then not epochs")
     p.add_argument("--json", type=Path, help="also write the raw numbers to this file")
     p.add_argument("--keep", action="store_true", help="keep the runs' folders and logs")
     args = p.parse_args(argv)
@@ -213,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     report = build_report(args, merge_rounds(runs), load_before, busy)
     report["rounds"] = args.rounds
+    add_machine_rate(report, args)
     if args.overhead and "b/c" in report["ratios"]:
         b, c = (next(r for r in report["runs"] if r["mode"] == m and r["switches"] == "baseline"
                      and not r["contention"]) for m in "bc")

@@ -24,6 +24,7 @@ import json
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ def count_reads(overrides: list[str], steps: int) -> dict[str, Any]:
     reads: collections.Counter[str] = collections.Counter()
     host_counters: collections.Counter[str] = collections.Counter()
     optimizer_steps: list[Any] = []
+    cuda_syncs: list[str] = []
 
     class Reads(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -94,6 +96,9 @@ def count_reads(overrides: list[str], steps: int) -> dict[str, Any]:
             return func(*args, **(kwargs or {}))
 
     mode = Reads()
+    # On a GPU, torch also warns of every synchronising CUDA call, those inside ops included
+    syncs = warnings.catch_warnings(record=True)
+    cuda = torch.cuda.is_available() and cfg.trainer.accelerator != "cpu"
 
     class Window(pl.Callback):
         """On from the second step (the first builds optimiser state) to the last step's
@@ -107,11 +112,20 @@ def count_reads(overrides: list[str], steps: int) -> dict[str, Any]:
                                        for s in opt.state.values() if "step" in s)
                 mode.__enter__()
                 self.active = True
+                if cuda:
+                    self.caught = syncs.__enter__()
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
 
         def _close(self, *_):
             if self.active:
                 mode.__exit__(None, None, None)
                 self.active = False
+                if cuda:
+                    torch.cuda.set_sync_debug_mode("default")
+                    syncs.__exit__(None, None, None)
+                    cuda_syncs.extend(str(w.message).splitlines()[0] for w in self.caught
+                                      if "synchroniz" in str(w.message))
 
         on_validation_start = on_train_epoch_end = _close
 
@@ -129,6 +143,8 @@ def count_reads(overrides: list[str], steps: int) -> dict[str, Any]:
     return {"overrides": overrides, "steps": steps,
             "device": str(trainer.strategy.root_device),
             "reads_per_step": sum(reads.values()) / steps,
+            "cuda_syncs_per_step": len(cuda_syncs) / steps if cuda else None,
+            "cuda_syncs": dict(collections.Counter(cuda_syncs)),
             "reads": {k: v / steps for k, v in reads.most_common()},
             "host_counter_reads": {k: v / steps for k, v in host_counters.most_common()}}
 
@@ -157,7 +173,10 @@ def main() -> None:
               f"values per training step"
               + "".join(f"\n    {v:g}/step  {k}" for k, v in result["reads"].items())
               + "".join(f"\n    (not a device wait) {v:g}/step  optimizer step counter, {k}"
-                        for k, v in result["host_counter_reads"].items()))
+                        for k, v in result["host_counter_reads"].items())
+              + (f"\n    torch.cuda.set_sync_debug_mode: {result['cuda_syncs_per_step']:g} "
+                 f"synchronising CUDA calls per step" if result["cuda_syncs_per_step"]
+                 is not None else ""))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -114,6 +114,7 @@ def run_handwritten(args: argparse.Namespace, sw: Switches, result: dict[str, An
                   threads=torch.get_num_threads())
     trainer = pl.Trainer(
         accelerator=args.accelerator, devices=1, max_epochs=args.epochs,
+        limit_train_batches=args.limit_batches or 1.0, limit_val_batches=args.limit_batches or 1.0,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=[Timer()], default_root_dir=str(Path(args.workdir) / "a_logs"))
     trainer.fit(Plain(), train_dl, val_dl)

@@ -26,7 +26,10 @@ def mnist_sweep_command(args: argparse.Namespace, sw: Switches, run_dir: Path) -
             f"data.root={Path(args.data_root).resolve()}", f"trainer.max_epochs={args.epochs}",
             f"trainer.accelerator={args.accelerator}", f"hydra.run.dir={run_dir}",
             f"model.filters={args.filters}",
-            f"model.transition_channels={args.transition_channels}", *sw.cli_overrides()]
+            f"model.transition_channels={args.transition_channels}", *sw.cli_overrides(),
+            *([f"trainer.limit_train_batches={args.limit_batches}",
+               f"trainer.limit_val_batches={args.limit_batches}"]
+              if getattr(args, "limit_batches", 0) else [])]
 
 
 def read_scalars(tb_dir: Path, tag: str) -> list[tuple[float, float]]:

@@ -68,7 +68,7 @@ def run_bare(args: argparse.Namespace, sw: Switches, result: dict[str, Any]) -> 
         net.train()
         order = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), device=device)
-        for start in range(0, n, BATCH_SIZE):
+        for start in range(0, min(n, args.limit_batches * BATCH_SIZE or n), BATCH_SIZE):
             idx = order[start:start + BATCH_SIZE]
             x, y = train_x[idx], train_y[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=sw.bf16):
@@ -83,7 +83,8 @@ def run_bare(args: argparse.Namespace, sw: Switches, result: dict[str, Any]) -> 
         correct = torch.zeros((), device=device, dtype=torch.long)
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                     enabled=sw.bf16):
-            for start in range(0, n_val, sw.eval_bs):
+            for start in range(0, min(n_val, args.limit_batches * sw.eval_bs or n_val),
+                               sw.eval_bs):
                 logits = forward(val_x[start:start + sw.eval_bs])
                 correct += (logits.argmax(1) == val_y[start:start + sw.eval_bs]).sum()
         acc = correct.item() / n_val  # the epoch's only host sync

@@ -100,7 +100,7 @@ def print_report(report: dict[str, Any]) -> None:
                         f"{VAL_SIZE} val images per epoch, {n} epochs")
     for col in ("run", "switches", "busy procs", "layout", "threads", "epoch 1 s",
                 f"median 2..{n} s" if n > 1 else "epoch s", "val acc", "start-up s",
-                "peak RSS MiB", "cores used", "others' cores"):
+                "peak RSS MiB", "cores used", "others' cores", "GFLOP/s", "of GEMM"):
         table.add_column(col, justify="left" if col in ("run", "switches", "layout") else "right")
     for r in report["runs"]:
         table.add_row(NAMES[r["mode"]], r["switches"], str(r["contention"]),
@@ -108,8 +108,20 @@ def print_report(report: dict[str, Any]) -> None:
                       f"{r['epoch1_seconds']:.2f}", f"{r['median_seconds']:.2f}",
                       f"{r['val_acc'][-1]:.4f}", _fmt(r.get("startup_seconds"), "{:.1f}"),
                       f"{r['peak_rss_mib']:.0f}", f"{r['cores_used']:.2f}",
-                      f"{r['others_cores']:.2f}")
+                      f"{r['others_cores']:.2f}", _fmt(r.get("achieved_gflops"), "{:.1f}"),
+                      _fmt(r.get("fraction_of_gemm"), "{:.0%}"))
     console.print(table)
+    rate = report.get("machine_rate")
+    if rate:
+        console.print(f"network: {rate['flops_per_train_image'] / 1e9:.4f} GFLOP per training "
+                      f"image (forward + backward), {rate['flops_per_eval_image'] / 1e9:.4f} per "
+                      f"validation image (torch.utils.flop_counter); GFLOP/s = an epoch's FLOPs "
+                      f"over its median seconds")
+        for dtype, by_threads in rate["gemm_gflops"].items():
+            console.print(f"this machine's {dtype} matrix product (1024 x 1024, now): " + ", ".join(
+                f"{v:.1f} GFLOP/s on {t} thread(s)" for t, v in by_threads.items())
+                + ("; 'of GEMM' compares each run with its own precision's rate"
+                   if dtype == "bf16" else ""))
     for key, (value, target, ok) in report["ratios"].items():
         verdict = "[green]meets[/]" if ok else "[red]misses[/]"
         console.print(f"{escape(key)} = {value:.2f}  (target {target})  {verdict}")

@@ -235,3 +235,24 @@ def test_a_run_resumed_on_another_kind_of_device_says_so(tiny_root, tmp_path) ->
     log = (run / "cli.log").read_text()
     assert log.count("this run started on cuda and continues on cpu") == 1
     assert status_of(run)["device"] == "cpu"
+
+
+def test_the_report_says_when_runs_trained_on_different_devices(tiny_root, tmp_path) -> None:
+    proc = run_cli(["-m", "head=gmp,gap", f"data.root={tiny_root}", *TINY,
+                    "trainer.accelerator=cpu", "hydra.sweep.dir=sweep"], cwd=tmp_path,
+                   env_extra=NO_GPU)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Trained on different devices" not in proc.stdout  # one device: nothing to say
+    job = next(p for p in (tmp_path / "sweep").iterdir() if p.name.startswith("1_"))
+    status = status_of(job)
+    cpu_name = status["device_name"]
+    status.update(device="cuda", device_name="NVIDIA H200")
+    (job / "status.json").write_text(json.dumps(status))
+    report = subprocess.run([sys.executable, "-m", "mnist_sweep.report", "sweep"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    (note,) = [ln for ln in summary.splitlines() if ln.startswith("Trained on different devices")]
+    assert f"job 0 on `{cpu_name}`" in note and "job 1 on `NVIDIA H200`" in note
+    rows = (tmp_path / "sweep" / "summary.csv").read_text()
+    assert "NVIDIA H200" in rows and cpu_name in rows

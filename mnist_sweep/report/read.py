@@ -65,6 +65,7 @@ class Run:
     all_settings: bool = True  # False: a CSV record that holds only some of its settings
     test_images: int | None = None  # how many test images test_acc is over, where recorded
     predictions: Any = None  # job/predictions.py's Predictions, when kept and intact
+    device: str | None = None  # what it trained on: status.json's device_name, where recorded
 
     @property
     def finished(self) -> bool:
@@ -294,7 +295,12 @@ def read_run(job_dir: Path) -> Run:
         epochs_completed=int(epochs or 0), sec_per_epoch=sec_per_epoch(seconds),
         val_curve=val_curve, overrides=overrides or [], damage=damage,
         test_images=images, predictions=predictions,
+        device=_text((status or {}).get("device_name")),
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def read_folder(folder: Path) -> list[Run]:
@@ -354,6 +360,7 @@ def run_from_record(row: dict[str, str], csv_path: Path) -> Run:
             test_loss=num("test_loss"), epochs_completed=int(row.get("epochs_completed") or 0),
             sec_per_epoch=num("sec_per_epoch"), overrides=overrides,
             test_images=int(row["test_images"]) if row.get("test_images") else None,
+            device=row.get("device") or None,
             # a record re-written from a partial one ends in `...`
             all_settings=bool(row.get("settings")) and not row["settings"].endswith("..."),
         )

@@ -36,7 +36,7 @@ from mnist_sweep.report.stats import (
 
 COLUMNS = ["job", *CHOICES, "params", "val_acc_best", "test_acc", "test_acc_low",
            "test_acc_high", "test_images", "test_loss", "epochs_completed", "sec_per_epoch",
-           "status", "error", "command", "settings"]
+           "status", "error", "command", "settings", "device"]
 LONGEST_NAME = 100  # characters of a configuration's name in the results' first table
 # A search's floats (dropout=0.01915194503788923) would make every label a line long.
 LONG_NUMBER = re.compile(r"(?<![\w.])\d+\.\d{4,}(?:e-?\d+)?")
@@ -126,7 +126,8 @@ def record(run: Run) -> dict[str, Any]:
             "error": error_cell(run), "command": run.command,
             "settings": " ".join([*(f"{k}={fmt(v).replace(' ', '')}"  # one token each
                                     for k, v in sorted(run.config.items())),
-                                  *([] if run.all_settings else ["..."])])}
+                                  *([] if run.all_settings else ["..."])]),
+            "device": run.device}
 
 
 def dataset_note(runs: list[Run], markdown: bool = False) -> str | None:
@@ -141,6 +142,21 @@ def dataset_note(runs: list[Run], markdown: bool = False) -> str | None:
         parts.append(f"{which} trained on {code(name) if markdown else name}")
     return ("Not full MNIST: " + "; ".join(parts) + " (the offline sample: 8,000 training "
             "and 2,000 test images); do not compare these numbers with full-MNIST ones.")
+
+
+def device_note(runs: list[Run], markdown: bool = False) -> str | None:
+    """Said where runs trained on different devices: their seconds per epoch do not compare
+    (and a GPU's TF32 convolutions give other last digits than a CPU)."""
+    by_device: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.device:
+            by_device.setdefault(run.device, []).append(run)
+    if len(by_device) < 2:
+        return None
+    parts = [f"job {', '.join(job_number(r.job) for r in subset)} on "
+             f"{code(name) if markdown else name}" for name, subset in by_device.items()]
+    return ("Trained on different devices: " + "; ".join(parts)
+            + ". Their seconds per epoch do not compare.")
 
 
 def common_line(common: list[str], runs: list[Run], markdown: bool = False) -> str:
@@ -171,8 +187,8 @@ def summary_markdown(title: str, runs: list[Run], labels: list[str], common: lis
              f"Sorted by test accuracy; "
              f"`config` is what differs between the jobs, `command` re-runs one job.", "",
              common_line(common, runs, markdown=True), ""]
-    note = dataset_note(runs, markdown=True)
-    lines += [note, ""] if note else []
+    for note in (dataset_note(runs, markdown=True), device_note(runs, markdown=True)):
+        lines += [note, ""] if note else []
     lines += [wilson_line(runs), ""]
     lines += md_table(
         ["job", "config", "params", "best val acc", "test acc", "test loss", "epochs",
@@ -265,8 +281,9 @@ def results_markdown(results: Results, command: str, source: str,
         f"does not use, such as the augmentation sizes without augmentation, is left out); "
         f"every setting of every run is in the CSV beside this file.", "",
         common_line(results.common, results.runs, markdown=True), ""]
-    note = dataset_note(results.runs, markdown=True)
-    lines += [note, ""] if note else []
+    for note in (dataset_note(results.runs, markdown=True),
+                 device_note(results.runs, markdown=True)):
+        lines += [note, ""] if note else []
     lines += ["## Mean over seeds", "",
               "Accuracies in percent, std in points. mean +/-: the 95% t interval of the "
               "mean over the configuration's seeds (Student's t, n - 1 degrees of freedom); "
@@ -447,9 +464,9 @@ def print_table(console: Console, title: str, runs: list[Run], labels: list[str]
     console.print(Text(title), soft_wrap=True)
     console.print(common_line(common, runs), markup=False, highlight=False,
                   soft_wrap=not console.is_terminal)
-    note = dataset_note(runs)
-    if note:
-        console.print(Text(note, style="bold yellow"), soft_wrap=not console.is_terminal)
+    for note in (dataset_note(runs), device_note(runs)):
+        if note:
+            console.print(Text(note, style="bold yellow"), soft_wrap=not console.is_terminal)
     console.print(wilson_line(runs), markup=False, highlight=False,
                   soft_wrap=not console.is_terminal)
     console.print(table)
