@@ -113,7 +113,9 @@ def test_a_damaged_job_config_fails_the_sweep_and_hides_no_other_job(
         tiny_root, finished_sweep, tmp_path) -> None:
     sweep = copy_of(finished_sweep, tmp_path)
     (sweep / "0" / ".hydra" / "config.yaml").write_text("- [1, 2\n")
+    skipped = snapshot(sweep / "1")
     again = run_cli(sweep_args(tiny_root), cwd=tmp_path)
+    assert snapshot(sweep / "1") == skipped  # cli.log included: a skipped job gets no lines
     assert again.returncode == 1, again.stderr[-2000:]
     assert "UserWarning" not in again.stderr and "Traceback" not in again.stderr
     assert "hold damaged files, named in the report: 0." in again.stderr
@@ -269,7 +271,8 @@ def test_a_checkpoint_of_another_configuration_is_refused(
 
     folder, args = interrupted_run
     other = run_cli([f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1", "seed=7",
-                     "optim.lr=0.01", "hydra.run.dir=other"], cwd=tmp_path)
+                     "optim.lr=0.01", "trainer.limit_train_batches=2", "hydra.run.dir=other"],
+                    cwd=tmp_path)
     assert other.returncode == 0, other.stderr[-2000:]
     run = copy_run(folder, tmp_path)
     shutil.copy(tmp_path / "other" / "checkpoints" / "last.ckpt", run / "checkpoints")
@@ -279,7 +282,8 @@ def test_a_checkpoint_of_another_configuration_is_refused(
         assert refused.returncode == 2, refused.stderr[-2000:]
         text = refused.stdout + refused.stderr
         assert "was saved by a run of another configuration (optim.lr: 0.01 -> 0.003; " \
-               "seed: 7 -> 1; trainer.max_epochs: 1 -> 2)" in text, text[-2000:]
+               "seed: 7 -> 1; trainer.limit_train_batches: 2 -> 1.0; " \
+               "trainer.max_epochs: 1 -> 2), not by this job" in text, text[-2000:]
         assert "Traceback" not in text
         assert snapshot(run) == before
 
@@ -293,6 +297,21 @@ def test_a_checkpoint_of_another_configuration_is_refused(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert status_of(legacy)["status"] == "finished"
     assert status_of(legacy)["resumed_from"].endswith("last.ckpt")
+
+
+def test_a_failed_job_with_a_checkpoint_continues_from_it(interrupted_run, tmp_path) -> None:
+    from mnist_sweep.job.status import FAILED, write_status
+
+    folder, args = interrupted_run
+    run = copy_run(folder, tmp_path)
+    write_status(run, FAILED, error="OSError: [Errno 28] No space left on device")
+    dry = run_cli([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
+    assert "run: resume" in dry.stdout, dry.stdout
+    assert f"(failed: continue after epoch {status_of(folder)['epoch']})" in dry.stdout
+    resumed = run_cli([*args, "hydra.run.dir=run"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    status = status_of(run)
+    assert status["status"] == "finished" and status["resumed_from"].endswith("last.ckpt")
 
 
 # ---- 3. starting afresh removes only the project's files -----------------------------------
@@ -309,32 +328,53 @@ def test_starting_afresh_removes_only_the_projects_files_and_says_so(
     assert old_events
     dry = run_cli([*args, "hydra.run.dir=run", "resume=false", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-2000:]
+    events = f"{len(old_events)} file{'s' * (len(old_events) > 1)}"
     assert (f"interrupted: run again from the start (removes the earlier attempt's "
-            f"tb/mnist/events.out.tfevents.* ({len(old_events)} file{'s' * (len(old_events) > 1)}), "
-            f"tb/mnist/hparams.yaml, "
+            f"tb/mnist/events.out.tfevents.* ({events}), tb/mnist/hparams.yaml, "
             f"checkpoints/last.ckpt; other files stay)") in dry.stdout, dry.stdout
-    fresh = run_cli([*args, "hydra.run.dir=run", "resume=false"], cwd=tmp_path)
-    assert fresh.returncode == 0, fresh.stderr[-2000:]
-    said = [ln for ln in (fresh.stdout + fresh.stderr).splitlines() if "starting afresh" in ln]
+    said = _start_afresh_and_stop([*args, "hydra.run.dir=run", "resume=false"], tmp_path, run)
     assert len(said) == 1 and "checkpoints/last.ckpt" in said[0], said
     assert all(path.read_bytes() == data for path, data in mine.items())
     assert not set(old_events) & set((run / "tb" / "mnist").glob("events.out.tfevents.*"))
-    assert status_of(run)["status"] == "finished"
 
-    # a folder whose status.json is gone: the same, the user's files stay
+    # a folder whose status.json is gone: the same, and the user's files stay
     (run / "status.json").unlink()
     dry = run_cli([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
     assert "new (no status.json, removes the earlier attempt's" in dry.stdout, dry.stdout
-    again = run_cli([*args, "hydra.run.dir=run"], cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
+    said = _start_afresh_and_stop([*args, "hydra.run.dir=run"], tmp_path, run)
+    assert len(said) == 1, said
     assert all(path.read_bytes() == data for path, data in mine.items())
+
+
+def _start_afresh_and_stop(args: list[str], cwd: Path, run: Path) -> list[str]:
+    """Start the run, stop it (Ctrl-C) once it has begun training afresh; its lines that
+    say what the fresh start removed."""
+    before = (run / "status.json").stat().st_mtime_ns if (run / "status.json").exists() else 0
+    proc = _start(args, cwd)
+    deadline = time.monotonic() + 300
+    while True:  # training has begun: status.json records epoch 0 of the fresh attempt
+        try:
+            status = status_of(run)
+            if (run / "status.json").stat().st_mtime_ns != before and status.get(
+                    "epoch") == 0 and status.get("resumed_from") == "":
+                break
+        except (OSError, ValueError):
+            pass
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output[-3000:]
+    return [ln for ln in output.splitlines() if "starting afresh" in ln]
 
 
 # ---- 5. the status file never runs ahead of the checkpoint ---------------------------------
 
 # a 2.4M-parameter network: its 29 MB checkpoint takes long enough to write that a kill
 # right after status.json records an epoch lands while that epoch's checkpoint is written
-BIG = ["filters=256", "data.val_size=128", "data.batch_size=4", "trainer.max_epochs=3",
+BIG = ["filters=256", "data.val_size=16", "data.eval_batch_size=16", "data.batch_size=4",
+       "trainer.max_epochs=2",
        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
        "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
        "trainer.num_threads=1"]
@@ -389,3 +429,41 @@ def test_status_never_claims_an_epoch_its_checkpoint_lacks_and_stale_temporaries
     assert done.returncode == 0, done.stderr[-2000:]
     assert "a temporary file left by a process that ended mid-write" in done.stdout + done.stderr
     assert not list(run.rglob("*.tmp")) and status_of(run)["status"] == "finished"
+
+
+# ---- 4. a torn Optuna journal --------------------------------------------------------------
+
+SEARCH = ["-m", "hparams_search=optuna", "head=gmp", "separable=false", "filters=16",
+          "model.dropout=0.1", "optim.weight_decay=0.0", "data.batch_size=32",
+          "hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", *ONE_EPOCH,
+          "hydra.sweep.dir=s"]
+
+
+def test_a_torn_journal_record_is_cut_back_and_a_damaged_one_refused(
+        tiny_root, tmp_path) -> None:
+    pytest.importorskip("optuna")
+    args = [*SEARCH, f"data.root={tiny_root}"]
+    first = run_cli([*args, "hydra.sweeper.n_trials=1"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    journal = tmp_path / "s" / "optuna.journal"
+    whole = journal.read_bytes()
+    start = whole[:-1].rfind(b"\n") + 1
+    journal.write_bytes(whole[:start + (len(whole) - start) // 2])  # a crash mid-write
+    again = run_cli([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    output = again.stdout + again.stderr
+    assert f"{journal}: its last record was cut short" in output, output[-3000:]
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert all(line.endswith(b"\n") and json.loads(line) for line in lines)
+    assert journal.read_bytes().startswith(whole[:start])  # every whole record kept
+    third = run_cli([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
+    assert third.returncode == 0 and "cannot be opened" not in third.stderr
+
+    # a last line that is whole but not JSON is no crash's doing: refused, nothing written
+    journal.write_bytes(journal.read_bytes() + b'{"op_code": oops}\n')
+    before = journal.read_bytes()
+    refused = run_cli([*args, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "is damaged: its last whole record" in refused.stderr
+    assert errors(refused) == 1 and "Traceback" not in refused.stderr
+    assert journal.read_bytes() == before

@@ -79,9 +79,10 @@ def problem_of(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def usable_folder(folder: Path, key: str) -> None:
-    """Refuse, before anything else, a sweep or run folder that is a file or cannot be
-    written (a read-only mount): Hydra would fail later with a traceback."""
+def usable_folder(folder: Path, key: str, writing: bool = True) -> None:
+    """Refuse, before anything else, a sweep or run folder that is a file or, when the
+    command will write there, cannot be written (a read-only mount): Hydra would fail later
+    with a traceback."""
     if folder.exists() and not folder.is_dir():
         fail(f"{key}={folder} is a file, not a folder: choose another {key}.")
     existing = folder
@@ -90,7 +91,7 @@ def usable_folder(folder: Path, key: str) -> None:
     if not existing.is_dir():
         fail(f"{key}={folder} cannot be created: {existing} is a file, not a folder. Choose "
              f"another {key}.")
-    if not os.access(existing, os.W_OK) or _read_only(existing):
+    if writing and (not os.access(existing, os.W_OK) or _read_only(existing)):
         fail(f"{key}={folder} cannot be written ({existing} is read-only): choose a "
              f"writable {key}.")
 
@@ -245,7 +246,7 @@ class SweepCallback(Callback):
         run_cfg = check_config(config)
         check_device_here(run_cfg)  # a single run trains in this process
         folder = Path(str(config.hydra.run.dir)).resolve()
-        usable_folder(folder, "hydra.run.dir")
+        usable_folder(folder, "hydra.run.dir", writing=False)  # a finished run is only read
         job = PlannedJob(None, list(config.hydra.overrides.task), folder, run_cfg,
                          judge(folder, run_cfg, "hydra.run.dir"))
         refuse_if_locked(job)
@@ -266,6 +267,7 @@ class SweepCallback(Callback):
 
                 print_result(folder, metrics)
             raise SystemExit(0)
+        usable_folder(folder, "hydra.run.dir")
         try:
             note = acquire(folder, "run")  # before Hydra writes .hydra/ into it
         except FolderLocked as exc:

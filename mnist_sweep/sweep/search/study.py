@@ -7,6 +7,8 @@ settings mean the same thing on either side.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,8 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
     several processes can append to: Optuna locks it per write)."""
     try:
         return _open_storage(location)
+    except SearchError:
+        raise
     except Exception as exc:  # a bad URL, a missing database driver, an unwritable folder
         raise SearchError(f"the study storage {location} cannot be opened "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -59,7 +63,56 @@ def _open_storage(location: str) -> optuna.storages.BaseStorage:
     from optuna.storages.journal import JournalFileBackend
 
     Path(location).parent.mkdir(parents=True, exist_ok=True)
+    note = repair_torn_journal(Path(location))
+    if note:
+        logging.getLogger("mnist_sweep").warning(note)
     return optuna.storages.JournalStorage(JournalFileBackend(location))
+
+
+def repair_torn_journal(path: Path) -> str | None:
+    """Cut a torn last record off a journal file before anything is appended to it.
+
+    Optuna's JournalFileBackend writes each record as one JSON line ending in a newline.
+    A process killed mid-write leaves a last line without its newline; Optuna's reader skips
+    such a line only while it is the last one, so the next append would glue a whole record
+    onto it and make every later read fail. The torn line is dropped (it was never a whole
+    record, and Optuna's reader never read it); every whole record stays. A last line that
+    ends in a newline but is not JSON is not what a crash leaves: refused, nothing written.
+    Done under Optuna's own lock of the file, so no live writer's record is taken for torn.
+    """
+    import json
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        whole = data.rfind(b"\n") + 1  # bytes up to the end of the last whole record
+        lines = data[:whole].splitlines()
+        try:
+            json.loads(lines[-1]) if lines else None
+        except ValueError:
+            raise SearchError(
+                f"the study journal {path} is damaged: its last whole record (line "
+                f"{len(lines)}) is not JSON, which a crash mid-write does not leave. Nothing "
+                f"was written to it; repair or move that file, or choose another "
+                f"hydra.sweep.dir.") from None
+        if whole == len(data):
+            return None
+        torn = data[whole:]
+        with open(path, "r+b") as f:
+            f.truncate(whole)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    shown = torn[:80].decode("utf-8", errors="replace")
+    return (f"{path}: its last record was cut short ({len(torn)} bytes without their line end, "
+            f"{shown!r}{'...' if len(torn) > 80 else ''}), as a process killed mid-write "
+            f"leaves it; it was dropped, and the {len(lines)} whole records before it are kept.")
 
 
 PRUNING_DEFAULTS = {"min_resource": 1, "reduction_factor": 3, "n_startup_trials": 5,
