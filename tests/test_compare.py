@@ -225,3 +225,40 @@ def test_records_without_predictions_still_report_and_names_stay_short() -> None
     assert max(map(len, names)) <= LONGEST_NAME and len(set(names)) == len(names)
     text = results_markdown(results, "cmd", "records", matters)
     assert "## What matters" in text and "### Over seeds" in text
+
+
+# ---- plots ---------------------------------------------------------------------------------
+
+def test_a_tie_looks_like_a_tie_in_the_plot() -> None:
+    """Two single runs 0.03 points apart: percent, Wilson error bars, and a y axis at least
+    as tall as the larger interval, so the difference does not fill the chart."""
+    from mnist_sweep.report.plots import MIN_SPAN, acc_vs_params_figure, val_acc_figure
+
+    runs = [run(0.9941, 1, 0), run(0.9944, 1, 1, **{"model.head": "gap"})]
+    ax = acc_vs_params_figure(runs, ["head=gmp", "head=gap"]).axes[0]
+    assert "(%)" in ax.get_ylabel()
+    bars = [c for c in ax.containers if c.has_yerr]
+    assert len(bars) == 2
+    widths = [100 * (wilson(r)[1] - wilson(r)[0]) for r in runs]
+    low, high = ax.get_ylim()
+    assert high - low >= max(max(widths), MIN_SPAN)
+    for r in runs:  # every bar inside the axis
+        assert low <= 100 * wilson(r)[0] and 100 * wilson(r)[1] <= high
+    # a seed group: its mean with its t interval, not each run's own bar
+    group = [run(a, s, s, **{"model.head": "gap"}) for s, a in ((1, 0.990), (2, 0.992),
+                                                                  (3, 0.991))]
+    ax = acc_vs_params_figure(group, ["seed=1", "seed=2", "seed=3"]).axes[0]
+    bar, = [c for c in ax.containers if c.has_yerr]
+    t_low, t_high = Group("g", group).interval("test_acc")
+    segment = bar.lines[2][0].get_segments()[0]
+    assert [y for _, y in segment] == pytest.approx([100 * t_low, 100 * t_high])
+    curves = [replace_curve(r, [0.9900, 0.9903]) for r in runs]
+    ax = val_acc_figure(curves, ["head=gmp", "head=gap"]).axes[0]
+    low, high = ax.get_ylim()
+    assert "(%)" in ax.get_ylabel() and high - low >= MIN_SPAN
+
+
+def replace_curve(r: Run, curve: list[float]) -> Run:
+    from dataclasses import replace
+
+    return replace(r, val_curve=curve)

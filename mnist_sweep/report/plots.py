@@ -84,7 +84,8 @@ def _points(runs: list[Run], labels: list[str]) -> list[tuple]:
     points = []
     for (label, params), members in groups.items():
         accs = [100 * r.test_acc for r, _ in members]
-        numbers = ",".join(job_number(r.job) for r, _ in members)
+        numbers = ",".join(sorted((job_number(r.job) for r, _ in members),
+                                  key=lambda n: (len(n), n)))
         if len(members) > 1:
             interval = t_interval(accs)
             mean = sum(accs) / len(accs)
@@ -112,9 +113,10 @@ def acc_vs_params_figure(runs: list[Run], labels: list[str]):
         if len(members) > 1:
             ax.scatter([params] * len(members), members, s=10, alpha=0.5,
                        color=bar.lines[0].get_color())
-        # alternate the offsets so runs with equal parameter counts stay readable
+        # alternate the sides so points with equal parameter counts stay readable
         ax.annotate(str(number), (params, acc), textcoords="offset points", fontsize="small",
-                    xytext=(6, 6 if i % 2 == 0 else -12))
+                    xytext=(8, -3) if i % 2 == 0 else (-8, -3),
+                    ha="left" if i % 2 == 0 else "right")
     ax.set(xlabel="trainable parameters", ylabel="test accuracy (%), 95% interval",
            title="Test accuracy vs parameters")
     ax.grid(alpha=0.3)
