@@ -18,6 +18,8 @@ Fields (all optional but `status` and `updated`):
     train_loss      mean training loss of the last epoch
     epoch_seconds   wall time of each completed epoch, in order
     metrics         the final metrics (finished jobs)
+    predictions     the record of predictions.npz, the per-image test predictions (finished
+                    jobs; see job/predictions.py)
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Everything a job leaves behind lives in its own folder (Hydra's output dir):
     .hydra/            the composed config and overrides (written by Hydra)
     tb/<dataset>/      TensorBoard event files: scalars per epoch and the hparams record
     checkpoints/       last.ckpt, to continue an interrupted job
+    predictions.npz    the predicted class of each test image (job/predictions.py)
     status.json        running | finished | failed | diverged | interrupted | pruned
     .mnist_sweep.lock  held while a process trains here (see locks.py)
 """

@@ -12,6 +12,7 @@ interval of the mean). Both come from scipy.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -142,7 +143,10 @@ def images_tested(run: Run) -> int | None:
     limit = run.config.get("trainer.limit_test_batches", 1.0)
     whole = isinstance(limit, (int, float)) and float(limit) == 1.0 and not isinstance(
         limit, bool)
-    return TEST_IMAGES.get(run.dataset or "mnist") if whole else None
+    if not whole:
+        return None
+    sized = re.search(r"_test(\d+)$", run.dataset or "")  # e.g. mnist_train640_test200
+    return int(sized.group(1)) if sized else TEST_IMAGES.get(run.dataset or "mnist")
 
 
 def wilson(run: Run) -> tuple[float, float] | None:
