@@ -321,7 +321,9 @@ MATTERS_INTRO = (
     "t-test of the mean difference (Welch's test where no seeds match). On the same test "
     "images: McNemar's exact test on the images one run gets right and the other wrong, "
     "per pair of runs, which shows the test set's share of the noise apart from the seed's. "
-    "p: Holm-adjusted within each table's comparisons; verdict at 5%. `seeds to resolve`: "
+    "p: Holm-adjusted, over the section's `all` rows, over the combinations of one "
+    "comparison, and over the image-level pairs of one comparison; verdict at 5%. "
+    "`seeds to resolve`: "
     "seeds per value that would detect a true difference of the size seen with 80% power, "
     "from the spread the seeds showed.")
 
