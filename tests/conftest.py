@@ -51,6 +51,11 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_mnist(tmp_path_factory.mktemp("tiny_data"))
 
 
+# What a run on the tiny data is labelled (TensorBoard folder, status.json, the report):
+# its size is not MNIST's, so it is never taken for full MNIST.
+TINY_DATA = "mnist_train640_test200"
+
+
 # Overrides that keep a real training run to a second or two on tiny data.
 # One torch thread: on a loaded 2-core machine it is several times faster than the default.
 TINY = ["data.val_size=128", "data.batch_size=64", "trainer.max_epochs=2",

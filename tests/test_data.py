@@ -83,7 +83,8 @@ def test_augmentation_moves_pixels_but_keeps_shape() -> None:
 def test_fashion_mnist_reads_through_the_same_path(tmp_path, cache) -> None:
     root = write_tiny_mnist(tmp_path / "fashion", folder="FashionMNIST")
     loaded = load_dataset("fashion_mnist", str(root), download=False, npm_fallback=False)
-    assert loaded.label == "fashion_mnist" and len(loaded.train_labels) == 640
+    assert loaded.label == "fashion_mnist_train640_test200"
+    assert len(loaded.train_labels) == 640
 
 
 def test_missing_files_name_the_folder(tmp_path, cache) -> None:

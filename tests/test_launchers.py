@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, TINY_DATA, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -36,7 +36,7 @@ def check_finished_jobs(sweep: Path, count: int) -> list[dict]:
         status = json.loads((job / "status.json").read_text())
         assert status["status"] == "finished", (job.name, status)
         assert 0.0 <= status["metrics"]["test/acc"] <= 1.0, status
-        assert list((job / "tb" / "mnist").glob("events.out.tfevents.*")), job.name
+        assert list((job / "tb" / TINY_DATA).glob("events.out.tfevents.*")), job.name
         statuses.append(status)
     return statuses
 

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from mnist_sweep.job.stop import install_stop_handlers, restore_stop_handlers, stops_between_batches
 from mnist_sweep.resolvers import unique_dir
-from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli, write_tiny_mnist
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli, write_tiny_mnist
 
 
 def status_of(job: Path) -> dict:
@@ -29,7 +29,7 @@ def jobs_of(sweep: Path) -> list[Path]:
 
 
 def scalar_steps(job: Path, tag: str) -> list[int]:
-    acc = EventAccumulator(str(job / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(job / "tb" / TINY_DATA), size_guidance={"scalars": 0})
     acc.Reload()
     return [e.step for e in acc.Scalars(tag)]
 
@@ -56,11 +56,11 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> 
 
     # Re-running into the same folder skips the finished job and retries the others.
     finished_before = (jobs[0] / "status.json").read_text()
-    events_before = sorted((jobs[0] / "tb" / "mnist").iterdir())
+    events_before = sorted((jobs[0] / "tb" / TINY_DATA).iterdir())
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 1
     assert (jobs[0] / "status.json").read_text() == finished_before
-    assert sorted((jobs[0] / "tb" / "mnist").iterdir()) == events_before
+    assert sorted((jobs[0] / "tb" / TINY_DATA).iterdir()) == events_before
     assert "already finished: skipping" in again.stdout + again.stderr
 
 
@@ -231,7 +231,7 @@ def _check_parallel_sweep_stops(proc: subprocess.Popen, sweep: Path) -> None:
     while {status_of(j)["status"] for j in jobs} != {"interrupted"}:
         assert time.monotonic() < deadline, [status_of(j)["status"] for j in jobs]
         time.sleep(0.2)
-    events = {j: sorted((j / "tb" / "mnist").iterdir()) for j in jobs}
+    events = {j: sorted((j / "tb" / TINY_DATA).iterdir()) for j in jobs}
     sizes = {p: p.stat().st_size for files in events.values() for p in files}
     time.sleep(3)  # nothing trains on
     assert {p: p.stat().st_size for files in events.values() for p in files} == sizes

@@ -27,7 +27,7 @@ from mnist_sweep.report import build_results
 from mnist_sweep.report.plots import acc_vs_params_figure, val_acc_figure
 from mnist_sweep.report.read import read_folder
 from mnist_sweep.report.stats import describe
-from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli, write_tiny_mnist
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli, write_tiny_mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSV_COLUMNS = [
@@ -108,9 +108,11 @@ def test_multirun_prints_the_table_and_writes_the_report(head_sweep) -> None:
     assert "head=gmp" in table and "head=gap" in table and table.count("finished") == 2
     # what the jobs share is said once, above the table; the rows name only the head
     common = next(line for line in table.splitlines() if line.startswith("Common to all"))
-    assert common.startswith("Common to all 2 runs: separable=false filters=16 data=mnist ")
+    assert common.startswith(f"Common to all 2 runs: separable=false filters=16 "
+                             f"data={TINY_DATA} ")
     assert "batch_size=64" in common and "data.val_size=128" in common and "head=" not in common
-    assert "data.root" not in table and "Not full MNIST" not in proc.stdout
+    assert "data.root" not in table
+    assert f"Not full MNIST: all runs trained on {TINY_DATA} (640 training" in proc.stdout
     for name in REPORT_FILES:
         assert (sweep_dir / name).is_file(), name
         assert str(sweep_dir / name) in proc.stdout
@@ -136,7 +138,7 @@ def test_summary_csv_matches_the_jobs(head_sweep) -> None:
         # the median over the epochs after the first (start-up): here the second one
         assert float(row["sec_per_epoch"]) == status["epoch_seconds"][1] > 0
         assert f"model.head={row['head']}" in row["settings"].split()
-        assert (row["data"], row["seed"], row["batch_size"]) == ("mnist", "1", "64")
+        assert (row["data"], row["seed"], row["batch_size"]) == (TINY_DATA, "1", "64")
         overrides = yaml.safe_load((sweep_dir / row["job"] / ".hydra" / "overrides.yaml")
                                    .read_text())
         assert shlex.split(row["command"]) == ["python", "-m", "mnist_sweep", *overrides]
@@ -158,7 +160,7 @@ def test_summary_md_lists_every_job_with_its_command(head_sweep) -> None:
         assert low <= acc <= high and csv_row["test_images"] == "200"
     assert "the 95% Wilson interval of the run's test accuracy over its 200 test images" in text
     assert "![validation accuracy per epoch](val_acc.png)" in text
-    assert "\nCommon to all 2 runs: `separable=false filters=16 data=mnist " in text
+    assert f"\nCommon to all 2 runs: `separable=false filters=16 data={TINY_DATA} " in text
 
 
 @pytest.mark.parametrize("name", ["val_acc.png", "acc_vs_params.png"])
@@ -400,7 +402,7 @@ def damaged_copy(head_sweep, tmp_path: Path) -> tuple[Path, str]:
 def test_truncated_event_file_is_named_and_the_completion_record_trusted(
         head_sweep, tmp_path: Path) -> None:
     sweep, job = damaged_copy(head_sweep, tmp_path)
-    events = max((sweep / job / "tb" / "mnist").glob("events.out.tfevents.*"),
+    events = max((sweep / job / "tb" / TINY_DATA).glob("events.out.tfevents.*"),
                  key=lambda p: p.stat().st_size)  # the one with the scalars
     subprocess.run(["truncate", "-s", "60", str(events)], check=True)
     proc = report_cli(sweep)

@@ -19,7 +19,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -48,7 +48,7 @@ def study_of(sweep: Path, storage: str | None = None) -> optuna.Study:
 
 
 def tensorboard_of(job_dir: Path) -> EventAccumulator:
-    acc = EventAccumulator(str(job_dir / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(job_dir / "tb" / TINY_DATA), size_guidance={"scalars": 0})
     acc.Reload()
     return acc
 

@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, TINY_DATA, run_cli
 
 SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr",
            "time/epoch_seconds", "test/acc", "test/loss"}
@@ -53,7 +53,7 @@ def test_every_job_logs_scalars_and_one_hparams_record(sweep: Path) -> None:
     for job in sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir()):
         status = json.loads((job / "status.json").read_text())
         assert status["status"] == "finished"
-        acc, hparams = read_tb(job / "tb" / "mnist")
+        acc, hparams = read_tb(job / "tb" / TINY_DATA)
         assert SCALARS <= set(acc.Tags()["scalars"])
         assert len(acc.Scalars("val/acc")) == 2 and len(acc.Scalars("train/loss")) == 2
         test_acc = acc.Scalars("test/acc")[-1].value
@@ -62,7 +62,7 @@ def test_every_job_logs_scalars_and_one_hparams_record(sweep: Path) -> None:
         assert HPARAMS <= set(hparams)
         assert hparams["head"].string_value in job.name
         assert hparams["params"].number_value == 12252
-        assert hparams["data"].string_value == "mnist"
+        assert hparams["data"].string_value == TINY_DATA
         assert "hp_metric" not in acc.Tags()["scalars"]
         lrs = [e.value for e in acc.Scalars("lr")]
         assert lrs[0] == pytest.approx(0.003) and lrs[1] == pytest.approx(0.003 / 1.319)
@@ -114,7 +114,7 @@ def test_val_size_zero_trains_on_every_image_and_validates_nothing(tiny_root, tm
     status = json.loads((job / "status.json").read_text())
     assert status["status"] == "finished" and status["signature"]["data.val_size"] == 0
     assert status["metrics"]["val/acc_best"] is None and status["metrics"]["test/acc"] > 0
-    acc, _ = read_tb(job / "tb" / "mnist")
+    acc, _ = read_tb(job / "tb" / TINY_DATA)
     assert not {"val/acc", "val/loss"} & set(acc.Tags()["scalars"])
     # 640 tiny training images in batches of 64: 10 steps an epoch, not (640 - 128) / 64 = 8.
     ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, TINY_DATA, run_cli
 from tests.test_reliability import SLOW, _start, _wait_for, jobs_of, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -89,7 +89,7 @@ def test_a_resumed_run_must_keep_its_configuration(tiny_root, tmp_path) -> None:
         assert shown in refused.stderr and "To continue it, run" in refused.stderr
         assert snapshot(tmp_path / "run") == before
     # an interrupted run shows no test result in TensorBoard and has not ended there
-    acc = EventAccumulator(str(tmp_path / "run" / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "run" / "tb" / TINY_DATA), size_guidance={"scalars": 0})
     acc.Reload()
     assert "test/acc" not in acc.Tags()["scalars"]
     assert "_hparams_/session_end_info" not in acc.PluginTagToContent("hparams")
@@ -164,7 +164,7 @@ def test_a_blown_up_run_ends_diverged_with_strict_json(tiny_root, tmp_path) -> N
     status = strict_json(tmp_path / "b" / "status.json")
     assert status["status"] == "diverged"
     assert "above trainer.divergence_loss=0.5" in status["error"]
-    acc = EventAccumulator(str(tmp_path / "b" / "tb" / "mnist"))
+    acc = EventAccumulator(str(tmp_path / "b" / "tb" / TINY_DATA))
     acc.Reload()
     assert "test/acc" not in acc.Tags()["scalars"]  # never tested, never shown as tested
 
@@ -173,7 +173,7 @@ def test_tensorboard_series_hold_only_measured_points(tiny_root, tmp_path) -> No
     proc = run_cli([f"data.root={tiny_root}", *TINY, "hydra.run.dir=r"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = status_of(tmp_path / "r")
-    acc = EventAccumulator(str(tmp_path / "r" / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "r" / "tb" / TINY_DATA), size_guidance={"scalars": 0})
     acc.Reload()
     test_acc = [(e.step, e.value) for e in acc.Scalars("test/acc")]
     assert len(test_acc) == 1 and test_acc[0][0] > 0

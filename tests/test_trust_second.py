@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPL_CONFIG_DIR, TINY, run_cli
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli
 from tests.test_reliability import SLOW, _start, _wait_for, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -50,6 +50,7 @@ def finished_sweep(tiny_root, tmp_path_factory) -> Path:
     proc = run_cli(["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, *NUMBERED,
                     "hydra.sweep.dir=s"], cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    (cwd / "output.txt").write_text(proc.stdout + proc.stderr)
     return cwd / "s"
 
 
@@ -321,21 +322,21 @@ def test_starting_afresh_removes_only_the_projects_files_and_says_so(
     folder, args = interrupted_run
     run = copy_run(folder, tmp_path)
     mine = {run / "checkpoints" / "my_best.ckpt": b"my weights",
-            run / "tb" / "notes.txt": b"my notes", run / "tb" / "mnist" / "plot.png": b"png"}
+            run / "tb" / "notes.txt": b"my notes", run / "tb" / TINY_DATA / "plot.png": b"png"}
     for path, data in mine.items():
         path.write_bytes(data)
-    old_events = sorted((run / "tb" / "mnist").glob("events.out.tfevents.*"))
+    old_events = sorted((run / "tb" / TINY_DATA).glob("events.out.tfevents.*"))
     assert old_events
     dry = run_cli([*args, "hydra.run.dir=run", "resume=false", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-2000:]
     events = f"{len(old_events)} file{'s' * (len(old_events) > 1)}"
     assert (f"interrupted: run again from the start (removes the earlier attempt's "
-            f"tb/mnist/events.out.tfevents.* ({events}), tb/mnist/hparams.yaml, "
+            f"tb/{TINY_DATA}/events.out.tfevents.* ({events}), tb/{TINY_DATA}/hparams.yaml, "
             f"checkpoints/last.ckpt; other files stay)") in dry.stdout, dry.stdout
     said = _start_afresh_and_stop([*args, "hydra.run.dir=run", "resume=false"], tmp_path, run)
     assert len(said) == 1 and "checkpoints/last.ckpt" in said[0], said
     assert all(path.read_bytes() == data for path, data in mine.items())
-    assert not set(old_events) & set((run / "tb" / "mnist").glob("events.out.tfevents.*"))
+    assert not set(old_events) & set((run / "tb" / TINY_DATA).glob("events.out.tfevents.*"))
 
     # a folder whose status.json is gone: the same, and the user's files stay
     (run / "status.json").unlink()
@@ -467,3 +468,19 @@ def test_a_torn_journal_record_is_cut_back_and_a_damaged_one_refused(
     assert "is damaged: its last whole record" in refused.stderr
     assert errors(refused) == 1 and "Traceback" not in refused.stderr
     assert journal.read_bytes() == before
+
+
+# ---- 10. a data set of another size than MNIST's -------------------------------------------
+
+def test_a_data_set_of_another_size_says_so_and_is_labelled_so(finished_sweep) -> None:
+    output = (finished_sweep.parent / "output.txt").read_text()
+    warned = [ln for ln in output.splitlines() if "holds 640 training and 200 test images, "
+              "not the official 60,000 and 10,000 of mnist" in ln]
+    assert len(warned) == 1, output[-3000:]  # once per command
+    for job in ("0", "1"):
+        assert status_of(finished_sweep / job)["dataset"] == TINY_DATA
+        assert list((finished_sweep / job / "tb" / TINY_DATA).glob("events.out.tfevents.*"))
+    assert f"[data: {TINY_DATA}]" in output  # the jobs' end lines
+    assert (f"Not full MNIST: all runs trained on `{TINY_DATA}` (640 training and 200 test "
+            f"images") in (finished_sweep / "summary.md").read_text()
+    assert {row["data"] for row in report_rows(finished_sweep).values()} == {TINY_DATA}

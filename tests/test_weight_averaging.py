@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, TINY_DATA, run_cli
 
 
 def test_weight_averaging_keeps_both_weights_and_an_honest_best_val_acc(tiny_root,
@@ -28,7 +28,7 @@ def test_weight_averaging_keeps_both_weights_and_an_honest_best_val_acc(tiny_roo
 
     # The best validation accuracy is the best epoch's, as logged: averaging every buffer of
     # the module once averaged this running maximum too (0.81 against epochs of 1.0).
-    acc = EventAccumulator(str(run / "tb" / "mnist"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(run / "tb" / TINY_DATA), size_guidance={"scalars": 0})
     acc.Reload()
     logged = [e.value for e in acc.Scalars("val/acc")]
     assert len(logged) == 2

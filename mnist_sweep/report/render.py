@@ -139,9 +139,19 @@ def dataset_note(runs: list[Run], markdown: bool = False) -> str | None:
     for name, subset in substitutes.items():
         which = ("all runs" if len(subset) == len(runs)
                  else "job " + ", ".join(job_number(r.job) for r in subset))
-        parts.append(f"{which} trained on {code(name) if markdown else name}")
-    return ("Not full MNIST: " + "; ".join(parts) + " (the offline sample: 8,000 training "
-            "and 2,000 test images); do not compare these numbers with full-MNIST ones.")
+        parts.append(f"{which} trained on {code(name) if markdown else name} "
+                     f"({substitute_size(name)})")
+    return ("Not full MNIST: " + "; ".join(parts) + "; do not compare these numbers with "
+            "full-MNIST ones.")
+
+
+def substitute_size(label: str) -> str:
+    """What a data set that is not a full one holds, from its label."""
+    sized = re.search(r"_train(\d+)_test(\d+)$", label)
+    if sized:
+        return (f"{int(sized.group(1)):,} training and {int(sized.group(2)):,} test images, "
+                f"not the official sizes")
+    return "the offline sample: 8,000 training and 2,000 test images"
 
 
 def device_note(runs: list[Run], markdown: bool = False) -> str | None:
