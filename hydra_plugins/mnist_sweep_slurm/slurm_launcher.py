@@ -33,6 +33,25 @@ class SlurmLauncher(plugin.SlurmLauncher):
     cluster before it submits, waiting for each job on its own, keeping the jobs' Slurm ids
     (mnist_sweep/sweep/slurm.py says why)."""
 
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """In the job: submitit's handler of Slurm's warning signal (USR2 before a time limit
+        or a preemption) checkpoints, requeues and ends the process by raising wherever the
+        signal lands, e.g. inside a TensorBoard write, after which Lightning's teardown hung
+        until Slurm killed the job without its `interrupted` record. It runs at the end of
+        the current batch instead (job/stop.py), as SIGTERM and Ctrl-C do."""
+        import signal
+
+        import submitit
+
+        from mnist_sweep.job.stop import call_between_batches
+
+        usr_sig = submitit.JobEnvironment._usr_sig()
+        handler = signal.getsignal(usr_sig)
+        if callable(handler):
+            signal.signal(usr_sig, lambda signum, frame: call_between_batches(
+                lambda: handler(signum, frame)))
+        return super().__call__(*args, **kwargs)
+
     def setup(self, **kwargs: Any) -> None:
         """Hydra sets the launcher up once, in the command's main thread, before the first
         job is launched: the place to refuse what this cluster can never run."""

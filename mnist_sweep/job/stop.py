@@ -25,6 +25,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class _Requests:
     deferring = False
     pending: int | None = None
+    calls: list[Any] = []  # other signal handlers' work, put off to the batch end
 
 
 def _exception_for(signum: int) -> BaseException:
@@ -57,10 +58,25 @@ def restore_stop_handlers(previous: dict[int, Any]) -> None:
         signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     _Requests.deferring = False
     _Requests.pending = None
+    _Requests.calls = []
+
+
+def call_between_batches(work: Any) -> None:
+    """Run `work` (another signal handler's, e.g. submitit's requeue at Slurm's time-limit
+    warning, which ends the process by raising) at once outside the training and test
+    loops, else at the end of the current batch, for the reason this module exists."""
+    if _Requests.deferring:
+        _Requests.calls.append(work)
+        return
+    work()
 
 
 def raise_if_requested() -> None:
-    """Raise the recorded signal's exception, if one came."""
+    """Run the work put off to the batch end, then raise the recorded signal's exception,
+    if one came."""
+    calls, _Requests.calls = _Requests.calls, []
+    for work in calls:
+        work()
     signum, _Requests.pending = _Requests.pending, None
     if signum is not None:
         raise _exception_for(signum)

@@ -24,7 +24,6 @@ so the live view can use it anywhere):
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -35,8 +34,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger("mnist_sweep")
 
 JOBS_FILE = ".slurm_jobs.json"  # in the sweep folder: Hydra job number -> Slurm job id
 # A job PENDING longer than this many seconds shows Slurm's reason in the live view.
@@ -268,10 +265,8 @@ def pending_notes(sweep_dir: Path, nums: Sequence[int]) -> dict[int, str]:
     for num, job in waiting.items():
         state, reason = states.get(str(job["id"]), ("", ""))
         if state == "PENDING":
-            minutes = (now - float(job["submitted"])) / 60
-            notes[num] = (f"Slurm job {job['id']} pending {minutes:.0f} min"
-                          if minutes >= 1 else f"Slurm job {job['id']} pending")
-            notes[num] += f" ({reason})" if reason and reason != "None" else ""
+            notes[num] = f"Slurm job {job['id']} pending" + (
+                f" ({reason})" if reason and reason != "None" else "")
     return notes
 
 
