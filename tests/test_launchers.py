@@ -1,6 +1,6 @@
 """Scale-out through Hydra's own plugins, run for real in subprocesses on tiny data: parallel
 jobs with the joblib launcher, jobs as separate processes with submitit's local executor, and
-the Slurm preset's composed config (Slurm itself cannot run here). Searches: test_search.py."""
+the Slurm preset's composed config (on a real cluster: test_slurm.py). Searches: test_search.py."""
 
 from __future__ import annotations
 
@@ -98,8 +98,9 @@ def test_slurm_preset_composes(tmp_path: Path) -> None:
                      "hydra.launcher.timeout_min=30", "--cfg", "hydra", "-p", "hydra.launcher"],
                     tmp_path)
     launcher = yaml.safe_load(result.stdout)
+    # the plugin's launcher with the cluster check and per-job results (sweep/slurm.py)
     assert launcher["_target_"] == (
-        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")
+        "hydra_plugins.mnist_sweep_slurm.slurm_launcher.SlurmLauncher")
     assert launcher["partition"] == "gpu"
     assert launcher["timeout_min"] == 30
     assert launcher["gpus_per_task"] == 1
