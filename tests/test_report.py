@@ -35,7 +35,7 @@ CSV_COLUMNS = [
     "batch_size", "epochs", "seed", "dropout", "weight_decay", "label_smoothing", "augment",
     "precision", "params", "val_acc_best", "test_acc", "test_acc_low", "test_acc_high",
     "test_images", "test_loss", "epochs_completed", "sec_per_epoch", "status", "error",
-    "command", "settings",
+    "command", "settings", "device",
 ]
 REPORT_FILES = ("summary.csv", "summary.md", "val_acc.png", "acc_vs_params.png")
 
