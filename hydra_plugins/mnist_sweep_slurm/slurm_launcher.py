@@ -36,9 +36,9 @@ class SlurmLauncher(plugin.SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """In the job: submitit's handler of Slurm's warning signal (USR2 before a time limit
         or a preemption) checkpoints, requeues and ends the process by raising wherever the
-        signal lands, e.g. inside a TensorBoard write, after which Lightning's teardown hung
-        until Slurm killed the job without its `interrupted` record. It runs at the end of
-        the current batch instead (job/stop.py), as SIGTERM and Ctrl-C do."""
+        signal lands (job/stop.py says what that does inside a write): a job warned so
+        mid-batch did not end before Slurm killed it, its status still `running`. It runs
+        at the end of the current batch instead, as SIGTERM and Ctrl-C do."""
         import signal
 
         import submitit
