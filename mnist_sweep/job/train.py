@@ -149,6 +149,9 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
         num_sanity_val_steps=0, log_every_n_steps=50, default_root_dir=str(job_dir),
         enable_checkpointing=cfg.logger.checkpoint_every_epoch,
         plugins=[AtomicCheckpointIO()],
+        # inference mode makes tensors torch.compile must compile a graph apart for (the test
+        # set's); under no_grad validation and test share one compiled graph
+        inference_mode=not cfg.model.compile,
     )
 
 
