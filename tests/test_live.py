@@ -234,7 +234,8 @@ def test_watch_attaches_to_a_running_sweep_in_a_terminal_and_through_a_pipe(
 
 def test_watch_refuses_a_folder_that_is_not_a_sweep(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    for folder, message in ((tmp_path / "empty", "holds no multirun.yaml: not a sweep folder"),
+    for folder, message in ((tmp_path / "empty",
+                             "holds no multirun.yaml and no job folder: not a sweep folder"),
                             (tmp_path / "absent", "is not a folder")):
         proc = subprocess.run([sys.executable, "-m", "mnist_sweep.watch", str(folder)],
                               capture_output=True, text=True, timeout=120)

@@ -32,20 +32,25 @@ class WatchError(RuntimeError):
 
 def sweep_watcher(sweep_dir: Path) -> SweepWatcher:
     """A watcher that knows the sweep's planned jobs (a grid) or its size (a search), and
-    when its command started, from the folder alone."""
+    when its command started, from the folder alone: a grid's multirun.yaml, else (a
+    search, whose trials are decided while it runs) the Hydra config of its first job."""
     config_file = sweep_dir / SWEEP_CONFIG
     if not config_file.is_file():
-        raise WatchError(f"{sweep_dir} holds no {SWEEP_CONFIG}: not a sweep folder (or its "
-                         f"sweep has not started yet). Give the folder a `-m` command wrote, "
-                         f"its hydra.sweep.dir.")
+        jobs = sorted(sweep_dir.glob("*/.hydra/hydra.yaml"), key=lambda p: p.stat().st_mtime)
+        if not jobs:
+            raise WatchError(f"{sweep_dir} holds no {SWEEP_CONFIG} and no job folder: not a "
+                             f"sweep folder (or its sweep has not started yet). Give the "
+                             f"folder a `-m` command wrote, its hydra.sweep.dir.")
+        config_file = jobs[0]
     from mnist_sweep.sweep.plan import expand_basic_sweep
 
     config = OmegaConf.load(config_file)
-    planned = expand_basic_sweep(config)
+    planned = expand_basic_sweep(config) if config_file.name == SWEEP_CONFIG else None
     trials = OmegaConf.select(config, "hydra.sweeper.n_trials")
+    fixed = (OmegaConf.select(config, "hydra.overrides.task", default=[])
+             if planned is not None else [])
     watcher = SweepWatcher(sweep_dir, planned, trials if isinstance(trials, int) else None,
-                           [str(o) for o in OmegaConf.select(config, "hydra.overrides.task",
-                                                             default=[])])
+                           [str(o) for o in fixed])
     # the jobs' records are read against the start of the sweep's command, not of this one:
     # a record older than that was left by an earlier command in the same folder
     watcher.started = config_file.stat().st_mtime
