@@ -83,6 +83,11 @@ def usable_folder(folder: Path, key: str, writing: bool = True) -> None:
     """Refuse, before anything else, a sweep or run folder that is a file or, when the
     command will write there, cannot be written (a read-only mount): Hydra would fail later
     with a traceback."""
+    from mnist_sweep.job.folder import name_too_long
+
+    too_long = name_too_long(folder)  # before any look-up, which would fail on it
+    if too_long:
+        fail(too_long)
     if folder.exists() and not folder.is_dir():
         fail(f"{key}={folder} is a file, not a folder: choose another {key}.")
     existing = folder
