@@ -20,8 +20,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mnist_sweep.job.status import FINAL
 from mnist_sweep.locks import LOCK_FILE, FolderLocked, check_free
-from mnist_sweep.sweep.live import FINISHED, JobState, LiveView, SweepWatcher
+from mnist_sweep.sweep.live import JobState, LiveView, SweepWatcher
 
 SWEEP_CONFIG = "multirun.yaml"  # written by Hydra into the sweep folder when the sweep starts
 
@@ -100,14 +101,15 @@ def closing_line(watcher: SweepWatcher, states: list[JobState]) -> str:
     if stuck:
         line += (f". {len(stuck)} job(s) will not go on by themselves (the sweep's command is "
                  f"no longer running): run it again with hydra.sweep.dir={watcher.sweep_dir}")
-    elif any(s.status != FINISHED for s in states):
+    elif any(s.status not in FINAL for s in states):
         line += (f". Jobs that did not finish continue when the sweep's command is run again "
                  f"with hydra.sweep.dir={watcher.sweep_dir}")
     return line
 
 
 def watch(sweep_dir: Path, interval: float = 2.0, stream=None) -> int:
-    """Show the sweep until every job has ended; 0 when all finished, else 1."""
+    """Show the sweep until every job has ended; 0 when all finished (or were pruned by
+    their search), else 1."""
     watcher = sweep_watcher(sweep_dir)
     view = LiveView(watcher, stream=stream, interval=interval).start()
     try:
@@ -122,7 +124,7 @@ def watch(sweep_dir: Path, interval: float = 2.0, stream=None) -> int:
     view.stop()
     states = watcher.states()
     print(closing_line(watcher, states), file=stream or sys.stdout, flush=True)
-    return 0 if states and all(s.status == FINISHED for s in states) else 1
+    return 0 if states and all(s.status in FINAL for s in states) else 1
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
