@@ -66,6 +66,9 @@ class Run:
     test_images: int | None = None  # how many test images test_acc is over, where recorded
     predictions: Any = None  # job/predictions.py's Predictions, when kept and intact
     device: str | None = None  # what it trained on: status.json's device_name, where recorded
+    # data.name as configured, and whether status.json says what was loaded
+    data_source: str | None = None
+    data_recorded: bool = True
 
     @property
     def finished(self) -> bool:
@@ -296,6 +299,8 @@ def read_run(job_dir: Path) -> Run:
         val_curve=val_curve, overrides=overrides or [], damage=damage,
         test_images=images, predictions=predictions,
         device=_text((status or {}).get("device_name")),
+        data_source=str(raw.get("data.name")),
+        data_recorded=bool(dataset),
     )
 
 
@@ -304,8 +309,22 @@ def _text(value: Any) -> str | None:
 
 
 def read_folder(folder: Path) -> list[Run]:
-    """The runs of a sweep folder, or the one run of a single run's folder."""
-    return [read_run(job) for job in find_jobs(Path(folder))]
+    """The runs of a sweep folder, or the one run of a single run's folder.
+
+    A run that ended before loading its data (a failure at start) gets the label the
+    sweep's runs of the same data set recorded (e.g. `mnist_train640_test200`) where they
+    all agree, so it is not told apart from them by a label it never had the chance to write.
+    """
+    runs = [read_run(job) for job in find_jobs(Path(folder))]
+    labels: dict[str | None, set[str]] = {}
+    for run in runs:
+        if run.data_recorded:
+            labels.setdefault(run.data_source, set()).add(str(run.dataset))
+    for run in runs:
+        found = labels.get(run.data_source, set())
+        if not run.data_recorded and len(found) == 1:
+            run.config["data.name"] = next(iter(found))
+    return runs
 
 
 # ---- CSV records -----------------------------------------------------------------------
