@@ -7,7 +7,7 @@
 #   bash benchmarks/gpu_check.sh --smoke        # on a CPU: every step, tiny, on the CPU
 #
 # Steps: versions (nvidia-smi, torch, CUDA, cuDNN); the fast test suite; experiment=seed004
-# for 3 full epochs (s/epoch); host reads and synchronising CUDA calls per training step
+# for 3 full epochs (s/epoch); each head with trainer.deterministic=true; host reads and synchronising CUDA calls per training step
 # (default, weight averaging, bf16-mixed, augmentation); benchmarks/epoch_time.py with fp32,
 # bf16-mixed, channels_last on/off and compile on/off; a 16-job seed sweep with joblib
 # n_jobs=1,4,8 on the one GPU (jobs per minute); the packed-network probe for N = 1, 8, 32.
@@ -78,6 +78,15 @@ seed004() {  # s/epoch of the seed-004 network, as a user runs it
   python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print('device', s.get('device_name'), '| s/epoch', [round(x, 2) for x in s['epoch_seconds']], '| test acc', s['metrics']['test/acc'])" "$WORK/seed004/status.json"
 }
 
+deterministic() {  # every head trains with trainer.deterministic=true (no CUDA error)
+  for head in gmp gap flatten; do
+    python3 -m mnist_sweep head=$head trainer.deterministic=true trainer.max_epochs=1 \
+      trainer.limit_train_batches=20 trainer.limit_val_batches=2 trainer.limit_test_batches=2 \
+      trainer.accelerator=$ACC trainer.enable_progress_bar=false data.root="$DATA" \
+      hydra.run.dir="$WORK/deterministic_$head" | tail -n 2 || return 1
+  done
+}
+
 sweep() {  # jobs per minute of a seed sweep on one GPU, by joblib worker count
   for n in 1 4 8; do
     local dir=$WORK/sweep_n$n start=$SECONDS
@@ -93,9 +102,10 @@ sweep() {  # jobs per minute of a seed sweep on one GPU, by joblib worker count
 }
 
 export REPO OUT WORK DATA ACC EPOCHS LIMIT SWEEP_JOBS SWEEP_S SCALE
-export -f versions seed004 sweep
+export -f versions seed004 deterministic sweep
 step versions 20 versions
 step seed004 60 seed004
+step deterministic 30 deterministic
 step host_syncs 60 python3 benchmarks/host_reads.py --data-root "$DATA" --steps $STEPS \
   --accelerator $ACC --json "$OUT/host_syncs.json"
 step epoch_time 140 python3 benchmarks/epoch_time.py --data-root "$DATA" --modes b,c \
@@ -104,6 +114,6 @@ step epoch_time 140 python3 benchmarks/epoch_time.py --data-root "$DATA" --modes
 step sweep $((3 * SWEEP_S + 15)) sweep
 step packed 40 python3 "$PROBE" --device $PROBE_DEVICE --n $PACK --steps 10 --rounds 2 \
   --channels-last
-step tests 60 python3 -m pytest -q -p no:cacheprovider $TESTS
+step tests 50 python3 -m pytest -q -p no:cacheprovider $TESTS
 cat "$OUT/steps.txt"
 rm -rf "$WORK"
