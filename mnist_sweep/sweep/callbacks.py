@@ -131,13 +131,16 @@ def check_device_here(run_cfg: RunConfig) -> None:
         fail(str(exc))
 
 
-def fetch_missing_data(run_cfg: RunConfig) -> None:
+def fetch_missing_data(run_cfg: RunConfig, for_sweep: bool = False) -> None:
     """Download (or fall back) once for the whole command when the files are missing, so
-    the jobs find them and a fallback is announced once, not by every job."""
+    the jobs find them and a fallback is announced once, not by every job. For a grid sweep
+    the data is loaded here in any case (once per data set): a data set of another size is
+    then announced once, by this process, not by every job (a job in a joblib worker
+    writing to the terminal would tear the live table)."""
     from mnist_sweep.job.datasets import DataError, data_files_present, load_dataset
 
     data = run_cfg.data
-    if data_files_present(data.root, data.name):
+    if not for_sweep and data_files_present(data.root, data.name):
         return
     try:
         load_dataset(data.name, data.root, download=data.download,
@@ -322,9 +325,10 @@ class SweepCallback(Callback):
             return
         planned = plan_grid(config, jobs, sweep_dir)
         stop_or_go(planned, sweep_dir)
-        for job in planned:
-            if job.verdict.action != SKIP:
-                fetch_missing_data(job.run_cfg)
+        sources = {(job.run_cfg.data.name, job.run_cfg.data.root): job.run_cfg
+                   for job in planned if job.verdict.action != SKIP}
+        for run_cfg in sources.values():
+            fetch_missing_data(run_cfg, for_sweep=True)
         describe_in_tensorboard(sweep_dir, [job.run_cfg for job in planned])
         os.environ[NUM_JOBS_ENV] = str(len(jobs))
         log.info("sweep of %d jobs: every configuration checked", len(jobs))
