@@ -7,48 +7,16 @@ The server listens on 127.0.0.1 only and is always stopped; requests bypass any 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from tests.conftest import TINY, run_cli
+from tests.tensorboard_client import get, post, scalar_series, tensorboard_server
 
-STARTUP_SECONDS = 90
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(base: str, route: str, **query: str) -> Any:
-    url = f"{base}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    with OPENER.open(url, timeout=30) as response:
-        return json.load(response)
-
-
-def post(base: str, route: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(f"{base}{route}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with OPENER.open(request, timeout=30) as response:
-        return json.load(response)
-
-
-def scalar_series(base: str, run: str, tag: str) -> list[list[float]]:
-    """[[wall_time, step, value], ...]: only measured points, no placeholder at step 0."""
-    return get(base, "/data/plugin/scalars/scalars", run=run, tag=tag)
 
 
 @pytest.fixture(scope="module")
@@ -76,38 +44,15 @@ def server(sweep: dict[str, dict], tmp_path_factory: pytest.TempPathFactory) -> 
     """A TensorBoard on the sweep folder; yields its base URL once every run is fully loaded
     (the final test/acc, the last value a job writes, is visible for each run)."""
     sweep_dir = next(iter(sweep.values()))["dir"]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("tb_server") / "tensorboard.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
-             "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert proc.poll() is None, f"tensorboard exited: {log_path.read_text()[-3000:]}"
-            try:
-                runs = get(base, "/data/runs")
-                if set(sweep) <= set(runs) and all(
-                        any(step > 0 for _, step, _ in scalar_series(base, run, "test/acc"))
-                        for run in sweep):
-                    break
-            except OSError:  # not listening yet, or a run not loaded yet (HTTP 400)
-                pass
-            assert time.monotonic() < deadline, (
-                f"tensorboard did not serve the sweep within {STARTUP_SECONDS} s: "
-                f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+
+    def loaded(base: str) -> bool:
+        return set(sweep) <= set(get(base, "/data/runs")) and all(
+            any(step > 0 for _, step, _ in scalar_series(base, run, "test/acc"))
+            for run in sweep)
+
+    with tensorboard_server(sweep_dir, tmp_path_factory.mktemp("tb_server") / "tensorboard.log",
+                            loaded) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_every_run_of_the_sweep_is_listed(server: str, sweep: dict[str, dict]) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +17,8 @@ import scipy.stats
 
 from mnist_sweep.job.predictions import read_predictions
 from tests.conftest import TINY, run_cli
+from tests.tensorboard_client import get, scalar_series, tensorboard_server
 from tests.test_report import md_table
-from tests.test_tensorboard_server import STARTUP_SECONDS, free_port, get, scalar_series
 
 
 @pytest.fixture(scope="module")
@@ -92,36 +90,14 @@ def test_what_matters_in_the_terminal_and_summary_md(sweep) -> None:
 
 @pytest.fixture(scope="module")
 def server(sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    sweep_dir = sweep[0]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("tb_groups") / "tensorboard.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
-             "--host", "127.0.0.1", "--port", str(port), "--load_fast=false"],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert proc.poll() is None, f"tensorboard exited: {log_path.read_text()[-3000:]}"
-            try:
-                runs = get(base, "/data/runs")
-                if len(runs) == 7 and all(scalar_series(base, run, "test/acc")
-                                          for run in runs if run != "."):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.5)
+    def loaded(base: str) -> bool:
+        runs = get(base, "/data/runs")
+        return len(runs) == 7 and all(scalar_series(base, run, "test/acc")
+                                      for run in runs if run != ".")
+
+    with tensorboard_server(sweep[0], tmp_path_factory.mktemp("tb_groups") / "tensorboard.log",
+                            loaded) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_per_epoch_series_are_logged_at_their_epoch(server: str, sweep) -> None:
