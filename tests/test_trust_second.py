@@ -84,16 +84,21 @@ def test_jobs_sharing_a_folder_or_outside_the_sweep_are_refused_up_front(
     assert not list(tmp_path.glob("escape*")) and not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_job_refused_when_it_starts_never_shows_the_folders_other_result(
-        tiny_root, tmp_path) -> None:
-    """The sweep's check passed, then job 1's folder got another configuration's finished
-    record while job 0 trained: job 1 is refused, and its end line must not show that
-    record's numbers as its own."""
-    args = ["seed=1,2", "-m", f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1",
-            *NUMBERED, "hydra.sweep.dir=s"]
+        tiny_root, tmp_path, launcher: str) -> None:
+    """The sweep's check passed, then the last job's folder got another configuration's
+    finished record while the first trained: that job is refused, its end line and the
+    live view must not show that record's numbers as its own, and the sweep ends with exit
+    code 1 also when the job ran in a joblib worker (another process than the sweep's)."""
+    seeds, last = ("seed=1,2", 1) if launcher == "basic" else ("seed=1,2,3", 2)
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" \
+        else []
+    args = [seeds, "-m", f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1",
+            *NUMBERED, *parallel, "hydra.sweep.dir=s"]
     proc = _start(args, tmp_path)
     _wait_for(tmp_path / "s", "0/status.json", proc)
-    foreign = tmp_path / "s" / "1"
+    foreign = tmp_path / "s" / str(last)
     foreign.mkdir()
     signature = {**status_of(tmp_path / "s" / "0")["signature"], "model.head": "gap"}
     (foreign / "status.json").write_text(json.dumps({
@@ -102,9 +107,13 @@ def test_a_job_refused_when_it_starts_never_shows_the_folders_other_result(
     before = snapshot(foreign)
     output = proc.communicate(timeout=600)[0]
     assert proc.returncode == 1, output[-3000:]
-    (end_line,) = [ln for ln in output.splitlines() if "[job 2 of 2]" in ln and "->" in ln]
-    assert "-> refused:" in end_line and "0.4242" not in end_line, end_line
-    assert "job(s) were refused when they started" in output
+    assert "0.4242" not in output, output[-3000:]
+    if launcher == "basic":  # a worker's own lines go to its job's cli.log
+        (end_line,) = [ln for ln in output.splitlines()
+                       if f"[job {last + 1} of {last + 1}]" in ln and "->" in ln]
+        assert "-> refused:" in end_line, end_line
+    assert f"refused when it started: {last}: " in output, output[-3000:]
+    assert "1 job(s) were refused when they started: " in output
     assert snapshot(foreign) == before  # the other run's folder is left as it was
 
 

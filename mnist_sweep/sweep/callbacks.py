@@ -38,6 +38,7 @@ from mnist_sweep.sweep.plan import (
     refusals,
     refuse_if_locked,
 )
+from mnist_sweep.sweep.refusals import clear_refusals, record_refusal, refused_jobs
 from mnist_sweep.sweep.signals import forward_sigterm_to_jobs, stop_forwarding
 
 log = logging.getLogger("mnist_sweep")
@@ -110,12 +111,17 @@ def _read_only(path: Path) -> bool:
 
 
 def check_config(cfg: DictConfig) -> RunConfig:
+    try:
+        run_cfg = validate(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+    # torch and torchvision (seconds to import) only once the values are known to be good:
+    # a mistyped value is reported at once
     from mnist_sweep.job.datasets import DataError, check_root
 
     try:
-        run_cfg = validate(cfg)
         check_root(run_cfg.data.root, run_cfg.data.name, run_cfg.data.download)
-    except (ConfigError, DataError) as exc:
+    except DataError as exc:
         fail(str(exc))
     return run_cfg
 
@@ -231,8 +237,6 @@ def shown_overrides(config: DictConfig) -> list[str]:
     return [o for o in config.hydra.overrides.task if not o.startswith("++search_trial=")]
 
 
-# Jobs of this process's sweep refused when they started: the sweep then exits non-zero.
-_REFUSED_JOBS: list[str] = []
 
 
 def not_this_job(config: DictConfig, status: dict[str, Any]) -> str | None:
@@ -304,6 +308,7 @@ class SweepCallback(Callback):
                 fail(str(exc))
             if note:
                 log.warning(note)
+            clear_refusals(sweep_dir)  # under the sweep's lock: an earlier command's
         try:
             self._check_sweep(config, sweep_dir)
         except BaseException:  # refused, a dry run or an error: the folder is left as it was
@@ -356,7 +361,9 @@ class SweepCallback(Callback):
         refusal = REFUSED_AT_START.pop(folder.resolve(), None) or not_this_job(config, status)
         if refusal:  # the folder's record is another run's: never show it as this job's
             status, result = {}, f"refused: {refusal}"
-            _REFUSED_JOBS.append(folder.name)
+            # this may be a joblib worker or a Slurm job: the sweep's process reads it back
+            record_refusal(Path(str(config.hydra.sweep.dir)), config.hydra.job.num,
+                           folder.name, refusal)
         elif result == "finished":
             shown = [f"{k}={metrics[k]:.4f}" for k in ("test/acc", "val/acc_best")
                      if metrics.get(k) is not None]
@@ -400,8 +407,12 @@ class SweepCallback(Callback):
                   f"{folder_override('hydra.sweep.dir', sweep_dir)} to retry them; finished "
                   f"jobs are skipped.",
                   file=sys.stderr)
-        if _REFUSED_JOBS:
-            print(f"{len(_REFUSED_JOBS)} job(s) were refused when they started (their lines "
-                  f"above say why): {', '.join(_REFUSED_JOBS)}.", file=sys.stderr)
-        if damaged or _REFUSED_JOBS or (retry and expand_basic_sweep(config) is not None):
+        refused = refused_jobs(sweep_dir)
+        for record in refused.values():
+            print(f"refused when it started: {record['job']}: {record['reason']}",
+                  file=sys.stderr)
+        if refused:
+            print(f"{len(refused)} job(s) were refused when they started: "
+                  f"{', '.join(r['job'] for r in refused.values())}.", file=sys.stderr)
+        if damaged or refused or (retry and expand_basic_sweep(config) is not None):
             raise SystemExit(1)

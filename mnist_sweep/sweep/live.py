@@ -43,6 +43,7 @@ from mnist_sweep.job.status import (
     StatusDamaged,
     read_status,
 )
+from mnist_sweep.sweep.refusals import REFUSED, refused_jobs
 
 WAITING, DAMAGED = "waiting", "damaged"
 DRAWING_ENV = "MNIST_SWEEP_LIVE_PID"  # the process drawing the table on the terminal
@@ -141,8 +142,13 @@ class SweepWatcher:
             self._overrides[job_dir.name] = [str(o) for o in loaded or []]
         return self._overrides[job_dir.name]
 
-    def _state(self, num: int | None, name: str, job_dir: Path | None) -> JobState:
+    def _state(self, num: int | None, name: str, job_dir: Path | None,
+               refused: dict[int, dict[str, str]] | None = None) -> JobState:
         state = JobState(num, name, "", WAITING)
+        if num is not None and num in (refused or {}):
+            # its folder's record, if any, is another run's: never shown as this job's
+            state.status, state.note = REFUSED, refused[num]["reason"]
+            return state
         if job_dir is None:
             return state
         try:
@@ -174,16 +180,17 @@ class SweepWatcher:
                   if job_num(name) is not None}
         rows: list[tuple[JobState, list[str]]] = []
         used: set[str] = set()
+        refused = refused_jobs(self.sweep_dir)
         for num, overrides in enumerate(self.planned or []):
             job_dir = by_num.get(num)
             if job_dir is not None:
                 used.add(job_dir.name)
-            rows.append((self._state(num, job_dir.name if job_dir else f"#{num}", job_dir),
-                         overrides))
+            rows.append((self._state(num, job_dir.name if job_dir else f"#{num}", job_dir,
+                                     refused), overrides))
         rest = sorted((p for n, p in dirs.items() if n not in used),
                       key=lambda p: (job_num(p.name) is None, job_num(p.name) or 0, p.name))
         for job_dir in rest:
-            rows.append((self._state(job_num(job_dir.name), job_dir.name, job_dir),
+            rows.append((self._state(job_num(job_dir.name), job_dir.name, job_dir, refused),
                          self._overrides_of(job_dir)))
         labels = labels_of([o for _, o in rows], self.fixed)
         for (state, _), label in zip(rows, labels, strict=True):
