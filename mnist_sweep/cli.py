@@ -14,6 +14,11 @@ from omegaconf import DictConfig
 from mnist_sweep.paths import config_dir
 from mnist_sweep.resolvers import register_resolvers
 from mnist_sweep.sweep.callbacks import DRY_RUN_ENV
+from mnist_sweep.sweep.signals import (
+    in_joblib_worker,
+    sweep_ends_soon,
+    worker_of_an_ended_sweep,
+)
 
 register_resolvers()
 
@@ -21,12 +26,26 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def hydra_entry(cfg: DictConfig) -> float | None:
     """Hydra's task function; returns the optimised metric (for the Optuna sweeper)."""
-    from mnist_sweep.job.train import run_job  # heavy imports after Hydra parsed the command line
+    # heavy imports after Hydra parsed the command line
+    from mnist_sweep.job.train import JobInterrupted, run_job
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job_num = hydra_cfg.job.num if multirun else None
-    return run_job(cfg, hydra_cfg.runtime.output_dir, job_num=job_num, multirun=multirun)
+    if worker_of_an_ended_sweep():  # the sweep was stopped: start none of its queued jobs
+        os._exit(143)
+    try:
+        return run_job(cfg, hydra_cfg.runtime.output_dir, job_num=job_num, multirun=multirun)
+    except JobInterrupted as exc:
+        if exc.code != 143 or not in_joblib_worker():
+            raise
+        # SIGTERM in a joblib worker. From a stopped sweep (sweep/signals.py), whose process
+        # ends moments after passing it on: the worker then starts no queued job. To this
+        # worker alone: its job ends interrupted, as a cancelled Slurm job does, and the
+        # sweep goes on with the others (and lists it at its end).
+        if sweep_ends_soon():
+            os._exit(143)
+        return None
 
 
 def main() -> None:

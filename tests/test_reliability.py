@@ -199,8 +199,10 @@ def test_a_stop_signal_inside_training_is_raised_at_the_next_batch_end() -> None
 
 def test_sigterm_to_a_parallel_sweep_stops_the_jobs_in_its_workers(tiny_root, tmp_path) -> None:
     """`kill <pid>` of a joblib sweep reaches that process only: its workers went on training
-    into the sweep folder after the sweep had ended. Now the jobs stop and say so."""
-    args = ["head=gmp,gap", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    into the sweep folder after the sweep had ended. Now the jobs stop and say so, and the
+    third job, queued in a worker, never starts (it did, in an orphaned worker that then
+    lingered)."""
+    args = ["head=gmp,gap,flatten", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=300", "hydra.sweep.dir=sweep"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"),
            "MPLCONFIGDIR": MPL_CONFIG_DIR}
@@ -217,6 +219,40 @@ def test_sigterm_to_a_parallel_sweep_stops_the_jobs_in_its_workers(tiny_root, tm
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def test_sigterm_to_one_worker_interrupts_its_job_and_the_sweep_goes_on(
+        tiny_root, tmp_path) -> None:
+    """`kill <worker pid>` (or a system stopping one process) ends that worker's job as
+    interrupted, as `scancel` does on Slurm; the other jobs finish, the sweep lists it with
+    the way to resume it and exits 1. It used to end the whole sweep with the other jobs
+    left `running`."""
+    args = ["head=gmp,gap,flatten", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=6", "hydra.sweep.dir=sweep"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"),
+           "MPLCONFIGDIR": MPL_CONFIG_DIR}
+    with open(tmp_path / "output.txt", "w") as output:
+        proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
+                                env=env, stdout=output, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    try:
+        sweep = tmp_path / "sweep"
+        _wait_for(sweep, "0_*/checkpoints/last.ckpt", proc)
+        (job,) = sweep.glob("0_*")
+        worker = json.loads((job / ".mnist_sweep.lock").read_text())["pid"]
+        assert worker != proc.pid  # the job trains in a worker, not in the sweep's process
+        os.kill(worker, signal.SIGTERM)
+        proc.wait(timeout=300)
+        text = (tmp_path / "output.txt").read_text()
+        assert proc.returncode == 1, text[-3000:]
+        statuses = {j.name[:2]: status_of(j)["status"] for j in jobs_of(sweep)}
+        assert statuses == {"0_": "interrupted", "1_": "finished", "2_": "finished"}, statuses
+        assert status_of(job)["error"] == "interrupted (SIGTERM)"
+        assert f"1 job(s) did not finish: {job.name}. Re-run the same command" in text
+        assert (sweep / "summary.md").is_file() and "Traceback" not in text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def _check_parallel_sweep_stops(proc: subprocess.Popen, sweep: Path) -> None:
     deadline = time.monotonic() + 240
     while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2:
@@ -226,7 +262,8 @@ def _check_parallel_sweep_stops(proc: subprocess.Popen, sweep: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGTERM  # the sweep's process ends as SIGTERM ends it
-    jobs = jobs_of(sweep)
+    jobs = [j for j in jobs_of(sweep) if (j / "status.json").is_file()]
+    assert [j.name[:2] for j in jobs] == ["0_", "1_"], jobs
     deadline = time.monotonic() + 60
     while {status_of(j)["status"] for j in jobs} != {"interrupted"}:
         assert time.monotonic() < deadline, [status_of(j)["status"] for j in jobs]
@@ -236,3 +273,22 @@ def _check_parallel_sweep_stops(proc: subprocess.Popen, sweep: Path) -> None:
     time.sleep(3)  # nothing trains on
     assert {p: p.stat().st_size for files in events.values() for p in files} == sizes
     assert not list(sweep.glob("*/.mnist_sweep.lock"))
+    assert not list(sweep.glob("2_*/status.json")), "the queued job started after SIGTERM"
+    deadline = time.monotonic() + 30
+    while _living_in_group(proc.pid):  # the workers end too, none waits for more work
+        assert time.monotonic() < deadline, _living_in_group(proc.pid)
+        time.sleep(0.2)
+
+
+def _living_in_group(pgid: int) -> list[str]:
+    """The command lines of the processes of a process group that have not ended."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                             .decode(errors="replace")[:120])
+        except (OSError, IndexError, ValueError):
+            continue
+    return found

@@ -39,7 +39,11 @@ from mnist_sweep.sweep.plan import (
     refuse_if_locked,
 )
 from mnist_sweep.sweep.refusals import clear_refusals, record_refusal, refused_jobs
-from mnist_sweep.sweep.signals import forward_sigterm_to_jobs, stop_forwarding
+from mnist_sweep.sweep.signals import (
+    forward_sigterm_to_jobs,
+    mark_joblib_sweep,
+    stop_forwarding,
+)
 
 log = logging.getLogger("mnist_sweep")
 NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
@@ -317,6 +321,8 @@ class SweepCallback(Callback):
                 sweep_dir.rmdir()
             raise
         forward_sigterm_to_jobs()
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            mark_joblib_sweep()
 
     @staticmethod
     def _check_sweep(config: DictConfig, sweep_dir: Path) -> None:

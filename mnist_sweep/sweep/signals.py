@@ -5,6 +5,11 @@ processes, which would go on training into the sweep folder after the sweep had 
 sweep's process passes SIGTERM on to every process below it (found through Linux's /proc;
 elsewhere there is nothing to find and nothing changes): their jobs stop at the next batch
 end and record themselves as interrupted. Then it ends as SIGTERM ends it anyway.
+
+A joblib worker holds the sweep's next jobs in its queue: one whose job SIGTERM interrupted
+exits once the sweep's process has ended instead of starting them, and one about to start
+a job after the sweep's process ended exits too (`worker_of_an_ended_sweep`), so no job of
+a stopped sweep starts, and no idle worker is left behind.
 """
 
 from __future__ import annotations
@@ -12,10 +17,42 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 _previous: Any = None
+# The pid of a joblib sweep's process, for its workers (they inherit the environment)
+JOBLIB_SWEEP_PID_ENV = "MNIST_SWEEP_JOBLIB_SWEEP_PID"
+
+
+def mark_joblib_sweep() -> None:
+    os.environ[JOBLIB_SWEEP_PID_ENV] = str(os.getpid())
+
+
+def in_joblib_worker() -> bool:
+    pid = os.environ.get(JOBLIB_SWEEP_PID_ENV, "")
+    return pid.isdigit() and int(pid) != os.getpid()
+
+
+def worker_of_an_ended_sweep() -> bool:
+    """Whether this process is a joblib worker whose sweep's process has ended (its parent
+    is no longer that process)."""
+    pid = os.environ.get(JOBLIB_SWEEP_PID_ENV, "")
+    return pid.isdigit() and int(pid) != os.getpid() and os.getppid() != int(pid)
+
+
+def sweep_ends_soon(wait_s: float = 3.0) -> bool:
+    """In a joblib worker whose job SIGTERM stopped: whether the sweep's process ends within
+    `wait_s` (it passed the signal on and then ends), not a SIGTERM to this worker alone."""
+    if not in_joblib_worker():
+        return False
+    deadline = time.monotonic() + wait_s
+    while not worker_of_an_ended_sweep():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def descendants(pid: int) -> list[int]:
