@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = 1  # the CLI's default seed
 VAL_SIZE, SPLIT_SEED, BATCH_SIZE, EVAL_BATCH_SIZE, LR, DECAY = 5000, 0, 128, 1000, 0.003, 0.319
 ALL_SWITCHES = ["contiguous", "passive", "bf16", "compile", "threads=1", "threads=2",
-                "eval_bs=128", "progress_bar"]
+                "eval_bs=128", "masks=torch", "masks=int16", "progress_bar"]
 # libgomp's threads sleep as soon as an op ends instead of spinning first.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 B_ONLY = {"progress_bar"}
@@ -43,6 +43,7 @@ class Switches:
     eval_bs: int = EVAL_BATCH_SIZE
     progress_bar: bool = False
     passive: bool = False
+    masks: str | None = None
 
     @classmethod
     def parse(cls, spec: str, eval_bs: int = EVAL_BATCH_SIZE) -> Switches:
@@ -55,10 +56,13 @@ class Switches:
                 setattr(s, key, True)
             elif key in ("threads", "eval_bs") and value.isdigit() and int(value) > 0:
                 setattr(s, key, int(value))
+            elif key == "masks" and value in ("torch", "int16"):
+                s.masks = value
             else:
                 raise SystemExit(f"Error: unknown switch {part!r}; use channels_last, "
                                  f"contiguous, passive, bf16, compile, threads=N, "
-                                 f"eval_bs=N, progress_bar, joined by '+'")
+                                 f"eval_bs=N, masks=torch|int16, progress_bar, joined by "
+                                 f"'+'")
         return s
 
     def channels_last(self) -> bool:
@@ -83,6 +87,8 @@ class Switches:
             out.append("trainer.precision=bf16-mixed")
         if self.compile:
             out.append("model.compile=true")
+        if self.masks:
+            out.append(f"model.dropout_masks={self.masks}")
         if self.threads:
             out.append(f"trainer.num_threads={self.threads}")
         out.append(f"trainer.enable_progress_bar={str(self.progress_bar).lower()}")
@@ -104,13 +110,14 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def seed004_network(filters: int = 16, transition: int = 10):
+def seed004_network(filters: int = 16, transition: int = 10, masks: str = "torch"):
     """The seed-004 network (head=flatten, not separable); smaller with --overhead."""
     sys.path.insert(0, str(REPO))
     from mnist_sweep.job.network import build_network
 
+    # torch's own dropout: (c) is the plain PyTorch loop mnist_sweep is measured against
     return build_network(head="flatten", separable=False, filters=filters,
-                         transition_channels=transition)
+                         transition_channels=transition, dropout_masks=masks)
 
 
 def inverse_time(epoch: int) -> float:

@@ -52,7 +52,8 @@ def run_bare(args: argparse.Namespace, sw: Switches, result: dict[str, Any]) -> 
     fmt = torch.channels_last if sw.channels_last() else torch.contiguous_format
     train_x, val_x = (t.to(device).contiguous(memory_format=fmt) for t in (s.train_x, s.val_x))
     train_y, val_y = s.train_y.to(device), s.val_y.to(device)
-    net = seed004_network(args.filters, args.transition_channels).to(device, memory_format=fmt)
+    net = seed004_network(args.filters, args.transition_channels, sw.masks or "torch").to(
+        device, memory_format=fmt)
     forward = torch.compile(net) if sw.compile else net
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, inverse_time)

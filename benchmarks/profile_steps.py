@@ -57,7 +57,7 @@ def profile_switch(spec: str, steps: int, accelerator: str) -> dict[str, Any]:
     torch.manual_seed(SEED)
     device = device_for(accelerator)
     fmt = torch.channels_last if sw.channels_last() else torch.contiguous_format
-    net = seed004_network().to(device, memory_format=fmt)
+    net = seed004_network(masks=sw.masks or "torch").to(device, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     x = torch.randn(BATCH_SIZE, 1, 28, 28, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (BATCH_SIZE,), device=device)

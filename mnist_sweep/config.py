@@ -17,6 +17,7 @@ HEADS = ("gmp", "gap", "flatten")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("inverse_time", "onecycle", "cosine", "constant")
 DATASETS = ("mnist", "fashion_mnist")
+DROPOUT_MASKS = ("auto", "int16", "torch")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 # Lightning's CPU accelerator runs 16-mixed as bfloat16 autocast, so a run recorded as
 # 16-mixed would hold bf16 numbers.
@@ -45,9 +46,13 @@ class ModelConfig:
     ema_decay: float = 0.0  # > 0: validate and test an exponential moving average of the weights
     channels_last: bool = True  # NHWC: faster convolutions on every CPU measured
     compile: bool = False
+    dropout_masks: str = "auto"  # auto | int16 | torch (mnist_sweep/job/dropout.py)
 
     def __post_init__(self) -> None:
         _check(self.head in HEADS, "head", self.head, " | ".join(HEADS))
+        _check(self.dropout_masks in DROPOUT_MASKS, "model.dropout_masks", self.dropout_masks,
+               " | ".join(DROPOUT_MASKS) + " (auto: 16-bit masks on the CPU, torch's dropout "
+               "on a GPU)")
         _check(1 <= self.filters <= 512, "model.filters", self.filters, "an integer in 1..512")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a value in [0, 1)")
         _check(1 <= self.transition_channels <= 512, "model.transition_channels",

@@ -45,10 +45,11 @@ def test_a_decay_of_one_is_refused_with_the_key_to_change(tiny_root, tmp_path) -
 
 def test_the_average_follows_training_from_the_first_epoch(tiny_root, tmp_path) -> None:
     """Without a warm-up, 40 steps at decay 0.999 leave the first step's weights 96% of the
-    average, which validates like a guess and gets every averaged search trial pruned."""
+    average, which validates like a guess and gets every averaged search trial pruned.
+    No dropout: on 40 steps its noise alone moves the first epoch's accuracy by 0.4."""
     first_epoch = {}
     for decay in ("0.0", "0.999"):
-        proc = run_cli([f"data.root={tiny_root}", *TINY, "data.batch_size=16",
+        proc = run_cli([f"data.root={tiny_root}", *TINY, "data.batch_size=16", "model.dropout=0.0",
                         "trainer.max_epochs=1", f"model.ema_decay={decay}",
                         f"hydra.run.dir=run{decay}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,7 +24,7 @@ class CNNClassifier(pl.LightningModule):
         super().__init__()
         self.model_cfg, self.optim_cfg, self.scheduler_cfg = model, optim, scheduler
         self.net = build_network(model.head, model.separable, model.filters, model.dropout,
-                                 model.transition_channels)
+                                 model.transition_channels, dropout_masks=model.dropout_masks)
         self.num_parameters = count_parameters(self.net)
         if model.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mnist_sweep.job.dropout import Dropout
+
 
 class GlobalPool(nn.Module):
     """Global max or average pooling as a reduction over the spatial dimensions.
@@ -38,23 +40,25 @@ class GlobalPool(nn.Module):
         return self.kind
 
 
-def conv_block(c_in: int, c_out: int, kernel: int, dropout: float) -> list[nn.Module]:
+def conv_block(c_in: int, c_out: int, kernel: int, dropout: float,
+               masks: str = "auto") -> list[nn.Module]:
     return [
         nn.Conv2d(c_in, c_out, kernel, bias=False),
         nn.ReLU(inplace=True),
         nn.BatchNorm2d(c_out),
-        nn.Dropout(dropout),
+        Dropout(dropout, masks),
     ]
 
 
-def separable_block(c_in: int, c_out: int, dropout: float) -> list[nn.Module]:
+def separable_block(c_in: int, c_out: int, dropout: float,
+                    masks: str = "auto") -> list[nn.Module]:
     """Depthwise 3x3 then pointwise 1x1, like Keras' SeparableConv2D (no bias)."""
     return [
         nn.Conv2d(c_in, c_in, 3, groups=c_in, bias=False),
         nn.Conv2d(c_in, c_out, 1, bias=False),
         nn.ReLU(inplace=True),
         nn.BatchNorm2d(c_out),
-        nn.Dropout(dropout),
+        Dropout(dropout, masks),
     ]
 
 
@@ -65,18 +69,22 @@ def build_network(
     dropout: float = 0.1,
     transition_channels: int = 10,
     num_classes: int = 10,
+    dropout_masks: str = "auto",
 ) -> nn.Sequential:
-    """Return the network as one nn.Sequential mapping (N, 1, 28, 28) images to logits."""
-    f, t = filters, transition_channels
+    """Return the network as one nn.Sequential mapping (N, 1, 28, 28) images to logits.
+
+    `dropout_masks` is how dropout draws its masks (mnist_sweep/job/dropout.py)."""
+    f, t, m = filters, transition_channels, dropout_masks
     layers: list[nn.Module] = [
-        *conv_block(1, f, 3, dropout),  # 26
-        *conv_block(f, f, 3, dropout),  # 24
+        *conv_block(1, f, 3, dropout, m),  # 26
+        *conv_block(f, f, 3, dropout, m),  # 24
         nn.Conv2d(f, t, 1, bias=False),  # transition: fewer channels, then halve
         nn.MaxPool2d(2),  # 12
-        *conv_block(t, t, 3, dropout),  # 10
-        *conv_block(t, f, 3, dropout),  # 8
-        *(separable_block(f, f, dropout) if separable else conv_block(f, f, 3, dropout)),  # 6
-        *conv_block(f, f, 3, dropout),  # 4
+        *conv_block(t, t, 3, dropout, m),  # 10
+        *conv_block(t, f, 3, dropout, m),  # 8
+        *(separable_block(f, f, dropout, m) if separable
+          else conv_block(f, f, 3, dropout, m)),  # 6
+        *conv_block(f, f, 3, dropout, m),  # 4
     ]
     if head == "flatten":
         layers += [nn.Conv2d(f, num_classes, 4, bias=False), nn.BatchNorm2d(num_classes),
@@ -84,7 +92,7 @@ def build_network(
     elif head in ("gmp", "gap"):
         pool = GlobalPool("max" if head == "gmp" else "mean")
         layers += [
-            *conv_block(f, f, 3, dropout),  # 2
+            *conv_block(f, f, 3, dropout, m),  # 2
             nn.Conv2d(f, num_classes, 1, bias=False),
             nn.BatchNorm2d(num_classes),
             pool,

@@ -31,7 +31,7 @@ NOT_RESULT_PREFIXES = ("search_trial.",)
 
 # Settings added after earlier folders were written, each with the value that computes what
 # those folders' runs computed: a record without the key is read as having that value.
-ADDED_SETTINGS: dict[str, Any] = {"model.ema_decay": 0.0}
+ADDED_SETTINGS: dict[str, Any] = {"model.ema_decay": 0.0, "model.dropout_masks": "torch"}
 
 
 def with_added_settings(recorded: dict[str, Any]) -> dict[str, Any]:

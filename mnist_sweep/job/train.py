@@ -47,6 +47,7 @@ from mnist_sweep.job.checkpoints import (
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
 from mnist_sweep.job.devices import DeviceUnavailable, Placement, place_job
+from mnist_sweep.job.dropout import masks_used
 from mnist_sweep.job.folder import (
     CHECKPOINT_DIR,
     REFUSE,
@@ -199,7 +200,8 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
     warn_if_device_changed(job_dir, resume_from, device)
     write_status(job_dir, RUNNING, params=model.num_parameters,
                  dataset=datamodule.dataset_label, resumed_from=str(resume_from or ""),
-                 error=None, **device)
+                 error=None, **device,
+                 dropout_masks=masks_used(cfg.model.dropout_masks, device["device"]))
     with stops_between_batches():
         trainer.fit(model, datamodule=datamodule,
                     ckpt_path=str(resume_from) if resume_from else None)
