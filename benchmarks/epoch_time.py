@@ -17,7 +17,8 @@ ratios a/b (target >= 1.5) and b/c (target <= 1.05) under the machine's CPU capa
 contended/idle (target <= 2). `--switch` times other settings on (b) and (c): contiguous /
 channels_last (memory layout), passive (OMP_WAIT_POLICY=PASSIVE), bf16 (autocast;
 trainer.precision=bf16-mixed in (b)), compile, threads=N (fixed: no thread governor),
-eval_bs=N, progress_bar ((b) only), joined by '+'; on 2 cores `contiguous+threads=2` is
+eval_bs=N, masks=torch|int16 (dropout masks; (c) uses torch's without it), progress_bar
+((b) only), joined by '+'; on 2 cores `contiguous+threads=2` is
 mnist_sweep before its CPU defaults.
 Profiling tools live apart: profile_steps.py, host_reads.py, threads_probe.py.
 """

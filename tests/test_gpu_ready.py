@@ -215,6 +215,9 @@ def test_the_record_names_the_device_used_and_accelerator_is_not_the_job(tiny_ro
     assert not any(k.startswith(("trainer.accelerator", "trainer.devices"))
                    for k in status["signature"])
     assert status["signature"]["trainer.precision"] == "32-true"
+    # `auto` masks are the 16-bit ones on the CPU, and the record says so
+    assert status["signature"]["model.dropout_masks"] == "auto"
+    assert status["dropout_masks"] == "int16"
     # the same job asked for with accelerator=auto is the same finished job, not another
     again = run_cli([*args, "trainer.accelerator=auto"], cwd=tmp_path, env_extra=NO_GPU)
     assert again.returncode == 0, again.stderr[-3000:]
