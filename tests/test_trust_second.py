@@ -172,6 +172,10 @@ def test_a_read_only_sweep_or_run_folder_is_refused_with_one_message(
             assert proc.returncode == 2, proc.stderr[-2000:]
             assert "is read-only" in proc.stderr, proc.stderr[-2000:]
             assert errors(proc) == 1 and "Traceback" not in proc.stderr
+            # the dry run says the same instead of listing a run that would then fail
+            dry = run_cli([*args, "--dry-run"], cwd=tmp_path)
+            assert dry.returncode == 2, dry.stdout[-2000:] + dry.stderr[-2000:]
+            assert "is read-only" in dry.stdout + dry.stderr, dry.stdout[-2000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 

@@ -101,9 +101,21 @@ def usable_folder(folder: Path, key: str, writing: bool = True) -> None:
     if not existing.is_dir():
         fail(f"{key}={folder} cannot be created: {existing} is a file, not a folder. Choose "
              f"another {key}.")
-    if writing and (not os.access(existing, os.W_OK) or _read_only(existing)):
-        fail(f"{key}={folder} cannot be written ({existing} is read-only): choose a "
-             f"writable {key}.")
+    if writing:
+        problem = unwritable(folder, key)
+        if problem:
+            fail(problem)
+
+
+def unwritable(folder: Path, key: str) -> str | None:
+    """Why the folder (or the nearest folder above it that exists) cannot be written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK) or _read_only(existing):
+        return f"{key}={folder} cannot be written ({existing} is read-only): choose a " \
+               f"writable {key}."
+    return None
 
 
 def _read_only(path: Path) -> bool:
@@ -270,6 +282,8 @@ class SweepCallback(Callback):
                          judge(folder, run_cfg, "hydra.run.dir"))
         refuse_if_locked(job)
         problem = locked(folder.parent)  # a job folder of a sweep that is running
+        if job.verdict.action != SKIP:  # it will be written (a dry run lists that it cannot)
+            problem = problem or unwritable(folder, "hydra.run.dir")
         if problem:
             job.verdict = Verdict(REFUSE, problem)
         stop_or_go([job], None)
