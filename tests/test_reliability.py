@@ -197,21 +197,26 @@ def test_a_stop_signal_inside_training_is_raised_at_the_next_batch_end() -> None
     assert signal.getsignal(signal.SIGTERM) == previous[signal.SIGTERM]
 
 
+def _start_joblib_sweep(tiny_root: Path, tmp_path: Path, epochs: str) -> subprocess.Popen:
+    """Three jobs on two joblib workers, into tmp_path/sweep. Output to a file: the workers,
+    idle once their jobs stop, would hold a pipe open; a session of its own, so that
+    whatever is left of it can be cleaned up at the end."""
+    args = ["head=gmp,gap,flatten", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"data.root={tiny_root}", *SLOW, epochs, "hydra.sweep.dir=sweep"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"),
+           "MPLCONFIGDIR": MPL_CONFIG_DIR}
+    with open(tmp_path / "output.txt", "w") as output:
+        return subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
+                                env=env, stdout=output, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+
 def test_sigterm_to_a_parallel_sweep_stops_the_jobs_in_its_workers(tiny_root, tmp_path) -> None:
     """`kill <pid>` of a joblib sweep reaches that process only: its workers went on training
     into the sweep folder after the sweep had ended. Now the jobs stop and say so, and the
     third job, queued in a worker, never starts (it did, in an orphaned worker that then
     lingered)."""
-    args = ["head=gmp,gap,flatten", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-            f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=300", "hydra.sweep.dir=sweep"]
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"),
-           "MPLCONFIGDIR": MPL_CONFIG_DIR}
-    # output to a file: the workers, idle once their jobs stop, would hold a pipe open; a
-    # session of its own, so that whatever is left of it can be cleaned up at the end
-    with open(tmp_path / "output.txt", "w") as output:
-        proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
-                                env=env, stdout=output, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+    proc = _start_joblib_sweep(tiny_root, tmp_path, "trainer.max_epochs=300")
     try:
         _check_parallel_sweep_stops(proc, tmp_path / "sweep")
     finally:
@@ -225,14 +230,7 @@ def test_sigterm_to_one_worker_interrupts_its_job_and_the_sweep_goes_on(
     interrupted, as `scancel` does on Slurm; the other jobs finish, the sweep lists it with
     the way to resume it and exits 1. It used to end the whole sweep with the other jobs
     left `running`."""
-    args = ["head=gmp,gap,flatten", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-            f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=6", "hydra.sweep.dir=sweep"]
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"),
-           "MPLCONFIGDIR": MPL_CONFIG_DIR}
-    with open(tmp_path / "output.txt", "w") as output:
-        proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
-                                env=env, stdout=output, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+    proc = _start_joblib_sweep(tiny_root, tmp_path, "trainer.max_epochs=6")
     try:
         sweep = tmp_path / "sweep"
         _wait_for(sweep, "0_*/checkpoints/last.ckpt", proc)
