@@ -42,7 +42,6 @@ class Dropout(nn.Module):
             raise ValueError(f"unknown dropout masks {masks!r}: expected "
                              f"{' | '.join(DROPOUT_MASKS)}")
         self.p, self.masks = p, masks
-        self._drop_levels = round(quantised_rate(p) * LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -56,8 +55,9 @@ class Dropout(nn.Module):
         # the same strides as x (any dense layout, e.g. channels_last): element-wise ops
         # then run at full speed; the bits are independent, so their order does not matter
         bits = bits.as_strided(x.shape, x.stride())
-        keep = bits >= (self._drop_levels - (1 << 15))
-        return (x * keep).mul_(1.0 / (1.0 - quantised_rate(self.p)))
+        rate = quantised_rate(self.p)
+        keep = bits >= round(rate * LEVELS) - (1 << 15)  # int16 runs from -2**15
+        return (x * keep).mul_(1.0 / (1.0 - rate))
 
     def extra_repr(self) -> str:
         return f"p={self.p}, masks={self.masks}"
