@@ -95,9 +95,7 @@ def usable_folder(folder: Path, key: str, writing: bool = True) -> None:
         fail(too_long)
     if folder.exists() and not folder.is_dir():
         fail(f"{key}={folder} is a file, not a folder: choose another {key}.")
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = _nearest_existing(folder)
     if not existing.is_dir():
         fail(f"{key}={folder} cannot be created: {existing} is a file, not a folder. Choose "
              f"another {key}.")
@@ -107,11 +105,17 @@ def usable_folder(folder: Path, key: str, writing: bool = True) -> None:
             fail(problem)
 
 
-def unwritable(folder: Path, key: str) -> str | None:
-    """Why the folder (or the nearest folder above it that exists) cannot be written."""
+def _nearest_existing(folder: Path) -> Path:
+    """The folder itself, or the nearest folder above it that exists (where it is made)."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    return existing
+
+
+def unwritable(folder: Path, key: str) -> str | None:
+    """Why the folder (or the nearest folder above it that exists) cannot be written."""
+    existing = _nearest_existing(folder)
     if not os.access(existing, os.W_OK) or _read_only(existing):
         return f"{key}={folder} cannot be written ({existing} is read-only): choose a " \
                f"writable {key}."
@@ -251,8 +255,6 @@ def stop_or_go(planned: list[PlannedJob], sweep_dir: Path | None) -> None:
 def shown_overrides(config: DictConfig) -> list[str]:
     """A job's overrides as the user would type them: less a search trial's identity."""
     return [o for o in config.hydra.overrides.task if not o.startswith("++search_trial=")]
-
-
 
 
 def not_this_job(config: DictConfig, status: dict[str, Any]) -> str | None:

@@ -30,16 +30,20 @@ def mark_joblib_sweep() -> None:
     os.environ[JOBLIB_SWEEP_PID_ENV] = str(os.getpid())
 
 
-def in_joblib_worker() -> bool:
+def _joblib_sweep_pid() -> int | None:
     pid = os.environ.get(JOBLIB_SWEEP_PID_ENV, "")
-    return pid.isdigit() and int(pid) != os.getpid()
+    return int(pid) if pid.isdigit() else None
+
+
+def in_joblib_worker() -> bool:
+    pid = _joblib_sweep_pid()
+    return pid is not None and pid != os.getpid()
 
 
 def worker_of_an_ended_sweep() -> bool:
     """Whether this process is a joblib worker whose sweep's process has ended (its parent
     is no longer that process)."""
-    pid = os.environ.get(JOBLIB_SWEEP_PID_ENV, "")
-    return pid.isdigit() and int(pid) != os.getpid() and os.getppid() != int(pid)
+    return in_joblib_worker() and os.getppid() != _joblib_sweep_pid()
 
 
 def sweep_ends_soon(wait_s: float = 3.0) -> bool:
