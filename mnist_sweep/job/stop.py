@@ -26,6 +26,7 @@ class _Requests:
     deferring = False
     pending: int | None = None
     calls: list[Any] = []  # other signal handlers' work, put off to the batch end
+    record_stop: Any = None  # the job's record of its interruption (install_stop_handlers)
 
 
 def _exception_for(signum: int) -> BaseException:
@@ -40,9 +41,12 @@ def _on_signal(signum: int, frame: object) -> None:
     raise _exception_for(signum)
 
 
-def install_stop_handlers() -> dict[int, Any]:
+def install_stop_handlers(record_stop: Any = None) -> dict[int, Any]:
     """Handle Ctrl-C and SIGTERM as above; returns the handlers to put back (none when not
-    on the main thread, where Python allows no handler: some launchers run jobs there)."""
+    on the main thread, where Python allows no handler: some launchers run jobs there).
+    `record_stop`: writes the job's record of its interruption, called before a launcher's
+    handler ends the process (call_between_batches)."""
+    _Requests.record_stop = record_stop
     previous: dict[int, Any] = {}
     for signum in STOP_SIGNALS:
         try:
@@ -59,15 +63,25 @@ def restore_stop_handlers(previous: dict[int, Any]) -> None:
     _Requests.deferring = False
     _Requests.pending = None
     _Requests.calls = []
+    _Requests.record_stop = None
 
 
 def call_between_batches(work: Any) -> None:
     """Run `work` (another signal handler's, e.g. submitit's requeue at Slurm's time-limit
     warning, which ends the process by raising) at once outside the training and test
-    loops, else at the end of the current batch, for the reason this module exists."""
+    loops, else at the end of the current batch, for the reason this module exists. The
+    job records its interruption first: submitit's `scontrol requeue` makes Slurm kill the
+    process at once, often before the exception it raises next reaches the job's own
+    record."""
     if _Requests.deferring:
         _Requests.calls.append(work)
         return
+    _run_launcher_work(work)
+
+
+def _run_launcher_work(work: Any) -> None:
+    if _Requests.record_stop is not None:
+        _Requests.record_stop()
     work()
 
 
@@ -76,7 +90,7 @@ def raise_if_requested() -> None:
     if one came."""
     calls, _Requests.calls = _Requests.calls, []
     for work in calls:
-        work()
+        _run_launcher_work(work)
     signum, _Requests.pending = _Requests.pending, None
     if signum is not None:
         raise _exception_for(signum)

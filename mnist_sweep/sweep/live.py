@@ -201,12 +201,15 @@ class SweepWatcher:
 
     def _note_pending(self, states: list[JobState]) -> None:
         """Slurm's reason for each job of a Slurm sweep that still waits to start (or to
-        start again, after a requeue), asked at most every PENDING_ASK_S seconds."""
+        start again, after a requeue), asked at most every PENDING_ASK_S seconds. A job whose
+        record says `running` is asked too: Slurm may have requeued it (and killed it)
+        before it could record its stop."""
         from mnist_sweep.sweep.slurm import JOBS_FILE
 
         if not (self.sweep_dir / JOBS_FILE).is_file():
             return
-        waiting = [s for s in states if s.num is not None and s.status in (WAITING, INTERRUPTED)]
+        waiting = [s for s in states if s.num is not None
+                   and s.status in (WAITING, INTERRUPTED, RUNNING)]
         if time.monotonic() - self._pending_asked >= PENDING_ASK_S:
             from mnist_sweep.sweep.slurm import pending_notes
 
