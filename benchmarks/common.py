@@ -18,7 +18,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SEED = 1  # the CLI's default seed
 VAL_SIZE, SPLIT_SEED, BATCH_SIZE, EVAL_BATCH_SIZE, LR, DECAY = 5000, 0, 128, 1000, 0.003, 0.319
-ALL_SWITCHES = ["contiguous", "passive", "bf16", "compile", "threads=1", "threads=2",
+ALL_SWITCHES = ["contiguous", "passive", "bf16", "fp32", "compile", "threads=1", "threads=2",
                 "eval_bs=128", "masks=torch", "masks=int16", "progress_bar"]
 # libgomp's threads sleep as soon as an op ends instead of spinning first.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
@@ -33,11 +33,14 @@ class Switches:
     always uses the layout (b) uses; `channels_last` / `contiguous` force one. `threads=N`
     fixes the thread count (mnist_sweep's thread governor is off), so on a 2-core machine
     `contiguous+threads=2` is mnist_sweep before its CPU defaults. `passive` starts the run
-    with OMP_WAIT_POLICY=PASSIVE.
+    with OMP_WAIT_POLICY=PASSIVE. `bf16` trains both in bf16 autocast; `fp32` gives (b)
+    trainer.precision=32-true instead of its default `auto` (bf16 on a CPU with bf16 units),
+    while (c), the bare loop, is fp32 unless told `bf16`.
     """
 
     layout: str | None = None
     bf16: bool = False
+    fp32: bool = False
     compile: bool = False
     threads: int | None = None
     eval_bs: int = EVAL_BATCH_SIZE
@@ -52,7 +55,7 @@ class Switches:
             key, _, value = part.partition("=")
             if key in ("channels_last", "contiguous") and not value:
                 s.layout = key
-            elif key in ("bf16", "compile", "progress_bar", "passive") and not value:
+            elif key in ("bf16", "fp32", "compile", "progress_bar", "passive") and not value:
                 setattr(s, key, True)
             elif key in ("threads", "eval_bs") and value.isdigit() and int(value) > 0:
                 setattr(s, key, int(value))
@@ -60,9 +63,11 @@ class Switches:
                 s.masks = value
             else:
                 raise SystemExit(f"Error: unknown switch {part!r}; use channels_last, "
-                                 f"contiguous, passive, bf16, compile, threads=N, "
+                                 f"contiguous, passive, bf16, fp32, compile, threads=N, "
                                  f"eval_bs=N, masks=torch|int16, progress_bar, joined by "
                                  f"'+'")
+        if s.bf16 and s.fp32:
+            raise SystemExit(f"Error: {spec!r} asks for both bf16 and fp32; choose one")
         return s
 
     def channels_last(self) -> bool:
@@ -85,6 +90,8 @@ class Switches:
             out.append(f"model.channels_last={str(self.layout == 'channels_last').lower()}")
         if self.bf16:
             out.append("trainer.precision=bf16-mixed")
+        if self.fp32:
+            out.append("trainer.precision=32-true")
         if self.compile:
             out.append("model.compile=true")
         if self.masks:

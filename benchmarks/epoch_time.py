@@ -16,10 +16,11 @@ ratios a/b (target >= 1.5) and b/c (target <= 1.05) under the machine's CPU capa
 `--contention N` runs (b) and (c) a second time beside N CPU-bound processes and reports
 contended/idle (target <= 2). `--switch` times other settings on (b) and (c): contiguous /
 channels_last (memory layout), passive (OMP_WAIT_POLICY=PASSIVE), bf16 (autocast;
-trainer.precision=bf16-mixed in (b)), compile, threads=N (fixed: no thread governor),
-eval_bs=N, masks=torch|int16 (dropout masks; (c) uses torch's without it), progress_bar
-((b) only), joined by '+'; on 2 cores `contiguous+threads=2` is
-mnist_sweep before its CPU defaults.
+trainer.precision=bf16-mixed in (b)), fp32 ((b) with trainer.precision=32-true instead of its
+default `auto`, bf16 on a CPU with bf16 units; (c) is fp32 without bf16), compile,
+threads=N (fixed: no thread governor), eval_bs=N, masks=torch|int16 (dropout masks; (c) uses
+torch's without it), progress_bar ((b) only), joined by '+'; on 2 cores
+`contiguous+threads=2` is mnist_sweep before its CPU defaults.
 Profiling tools live apart: profile_steps.py, host_reads.py, threads_probe.py.
 """
 
@@ -117,6 +118,12 @@ def merge_rounds(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+def run_dtype(r: dict[str, Any]) -> str:
+    """bf16 or fp32: what the run trained in ((b) records what trainer.precision=auto chose)."""
+    bf16 = r.get("settings", {}).get("bf16") or str(r.get("precision") or "").startswith("bf16")
+    return "bf16" if bf16 else "fp32"
+
+
 def add_machine_rate(report: dict[str, Any], args: argparse.Namespace) -> None:
     """The network's FLOPs and the machine's matrix-product rates on the thread counts the
     runs used, measured now (same invocation, same load), and each run's achieved rate."""
@@ -134,10 +141,11 @@ def add_machine_rate(report: dict[str, Any], args: argparse.Namespace) -> None:
             val = min(val, args.limit_batches * args.eval_batch_size)
         work = train * flops["train"] + val * flops["eval"]
         r["achieved_gflops"] = work / r["median_seconds"] / 1e9
-        dtype = "bf16" if r.get("settings", {}).get("bf16") else "fp32"
+        dtype = run_dtype(r)
         rate = rates.get(dtype, {}).get(int(r["threads"])) if str(
             r.get("threads", "")).isdigit() else None
         r["fraction_of_gemm"] = r["achieved_gflops"] / rate if rate else None
+        r["dtype"] = dtype
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -63,6 +63,7 @@ def collect_mnist_sweep(run_dir: Path, result: dict[str, Any]) -> None:
     result["train_loss"] = [v for _, v in read_scalars(tb_dir, "train/loss")]
     result["test_acc"] = status["metrics"].get("test/acc")
     result["params"] = status.get("params")
+    result["precision"] = status.get("precision")  # what trainer.precision=auto chose
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     result["channels_last"] = bool(config["model"]["channels_last"])
     log = run_dir / "cli.log"

@@ -98,13 +98,14 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(where)
     table = Table(title=f"Seed-004 network, batch {BATCH_SIZE}, {report['train_images']} train + "
                         f"{VAL_SIZE} val images per epoch, {n} epochs")
-    for col in ("run", "switches", "busy procs", "layout", "threads", "epoch 1 s",
+    for col in ("run", "switches", "busy procs", "layout", "dtype", "threads", "epoch 1 s",
                 f"median 2..{n} s" if n > 1 else "epoch s", "val acc", "start-up s",
                 "peak RSS MiB", "cores used", "others' cores", "GFLOP/s", "of GEMM"):
         table.add_column(col, justify="left" if col in ("run", "switches", "layout") else "right")
     for r in report["runs"]:
         table.add_row(NAMES[r["mode"]], r["switches"], str(r["contention"]),
-                      "NHWC" if r.get("channels_last") else "NCHW", str(r.get("threads", "?")),
+                      "NHWC" if r.get("channels_last") else "NCHW", r.get("dtype", "?"),
+                      str(r.get("threads", "?")),
                       f"{r['epoch1_seconds']:.2f}", f"{r['median_seconds']:.2f}",
                       f"{r['val_acc'][-1]:.4f}", _fmt(r.get("startup_seconds"), "{:.1f}"),
                       f"{r['peak_rss_mib']:.0f}", f"{r['cores_used']:.2f}",

@@ -18,7 +18,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("inverse_time", "onecycle", "cosine", "constant")
 DATASETS = ("mnist", "fashion_mnist")
 DROPOUT_MASKS = ("auto", "int16", "torch")
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+# auto: bf16-mixed on a CPU with bf16 units, 32-true elsewhere (job/devices.py: precision_used)
 # Lightning's CPU accelerator runs 16-mixed as bfloat16 autocast, so a run recorded as
 # 16-mixed would hold bf16 numbers.
 CPU_PRECISION_HINT = ("32-true or bf16-mixed on the CPU (float16 autocast needs a GPU; on the "
@@ -141,7 +142,7 @@ class SchedulerConfig:
 class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
-    precision: str = "32-true"
+    precision: str = "auto"
     max_epochs: int = 20
     limit_train_batches: Any = 1.0
     limit_val_batches: Any = 1.0

@@ -5,6 +5,8 @@ channels_last layout."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from mnist_sweep.job import threads
+from mnist_sweep.job.devices import precision_used
 from mnist_sweep.job.threads import ThreadGovernor
 from tests.conftest import TINY, run_cli
 
@@ -88,3 +91,37 @@ def test_weights_are_stored_channels_last(tiny_root: Path, tmp_path: Path) -> No
     for name, weight in convs.items():
         assert weight.is_contiguous(memory_format=torch.channels_last), name
         assert not weight.is_contiguous(), name  # NHWC strides, not NCHW ones
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel lists them (independent of torch's probe)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs /proc/cpuinfo")
+def test_auto_precision_is_bf16_where_the_cpu_has_bf16_units_and_the_user_wins(
+        tiny_root: Path, tmp_path: Path) -> None:
+    bf16_units = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    expected = {"auto": "bf16-mixed" if bf16_units else "32-true", "32-true": "32-true"}
+    sweep = tmp_path / "sweep"
+    result = run_cli(["-m", "trainer.precision=auto,32-true", f"data.root={tiny_root}",
+                      f"hydra.sweep.dir={sweep}", *TINY, "trainer.accelerator=cpu",
+                      "trainer.lightning_info=true"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Lightning's own line says which precision plugin the Trainer really got
+    amp_line = "Using bfloat16 Automatic Mixed Precision (AMP)"
+    used = {}
+    for job in sorted(p for p in sweep.iterdir() if (p / "status.json").is_file()):
+        status = json.loads((job / "status.json").read_text())
+        asked = status["signature"]["trainer.precision"]  # the job is what was asked
+        used[asked] = status["precision"]  # the record says what trained
+        assert (amp_line in job_log(job)) == (status["precision"] == "bf16-mixed"), job
+    assert used == expected
+    # the report's table shows what trained, not `auto`
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert sorted(row["precision"] for row in rows) == sorted(expected.values())
+    assert precision_used("auto", "cuda") == precision_used("auto", "mps") == "32-true"
+    assert precision_used("bf16-mixed", "cuda") == "bf16-mixed"

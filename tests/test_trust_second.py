@@ -497,3 +497,33 @@ def test_a_data_set_of_another_size_says_so_and_is_labelled_so(finished_sweep) -
     assert (f"Not full MNIST: all runs trained on `{TINY_DATA}` (640 training and 200 test "
             f"images") in (finished_sweep / "summary.md").read_text()
     assert {row["data"] for row in report_rows(finished_sweep).values()} == {TINY_DATA}
+
+
+def test_a_run_from_before_a_default_changed_is_continued_by_the_command_its_refusal_gives(
+        tiny_root, tmp_path) -> None:
+    """trainer.precision's default became `auto`: a run interrupted before that recorded
+    32-true, and its command line, from overrides.yaml, does not say so. The refusal's
+    command must bring the old value back, or following it would be refused again."""
+    import yaml
+
+    run = tmp_path / "run"
+    args = [f"data.root={tiny_root}", *SLOW, "trainer.accelerator=cpu"]
+    proc = _start([*args, "trainer.precision=32-true", f"hydra.run.dir={run}"], tmp_path)
+    _wait_for(run, "checkpoints/last.ckpt", proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    # the folder as the code before `auto` wrote it: 32-true was the default, not typed
+    overrides = run / ".hydra" / "overrides.yaml"
+    typed = yaml.safe_load(overrides.read_text())
+    overrides.write_text(yaml.safe_dump([o for o in typed if "precision" not in o]))
+    refused = run_cli([*args, f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "trainer.precision: 32-true -> auto" in refused.stderr
+    command = refused.stderr.split("To continue it, run `", 1)[1].split("`", 1)[0]
+    assert "trainer.precision=32-true" in command
+    # following it (in the same folder) continues the run where it stopped
+    resumed = run_cli([*shlex.split(command)[3:], f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    status = status_of(run)
+    assert status["status"] == "finished" and status["resumed_from"], status
+    assert status["precision"] == "32-true"

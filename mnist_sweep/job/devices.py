@@ -62,6 +62,22 @@ def check_device(cfg: RunConfig) -> str:
     return kind
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
+    bf16 convolutions are faster than fp32; elsewhere bf16 is emulated and slower."""
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def precision_used(precision: str, kind: str) -> str:
+    """What `trainer.precision` trains in on a device of this kind: `auto` is bf16 autocast
+    on a CPU with bf16 units (faster there at the same accuracy, docs/benchmarks.md) and
+    32-true on any other device; any other value is the user's and stays."""
+    if str(precision) != "auto":
+        return str(precision)
+    return "bf16-mixed" if kind == "cpu" and cpu_has_bf16_units() else "32-true"
+
+
 def choose_gpu(count: int, start: int, lock_dir: Path | None) -> tuple[int, int | None]:
     """A GPU index no other job of the sweep holds, trying `start` first, then the next
     ones; returns (index, held lock's file descriptor). With every GPU held, or no sweep
@@ -81,18 +97,20 @@ class Placement:
 
     accelerator: str
     devices: Any
+    precision: str
     lock_fd: int | None = None
 
     def record(self, root_device: torch.device) -> dict[str, str]:
         """`device`: cpu | cuda | mps; `device_name`: the GPU's or the CPU's model (with
-        torch's CPU capability), since seconds per epoch compare only on the same one."""
+        torch's CPU capability), since seconds per epoch compare only on the same one;
+        `precision`: what the job trains in (trainer.precision=auto decided here)."""
         if root_device.type == "cuda":
             name = torch.cuda.get_device_name(root_device)
         elif root_device.type == "cpu":
             name = f"{_cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"
         else:
             name = root_device.type
-        return {"device": root_device.type, "device_name": name}
+        return {"device": root_device.type, "device_name": name, "precision": self.precision}
 
     def release(self) -> None:
         """Free the GPU for the sweep's next job (a joblib worker lives on after its job)."""
@@ -116,15 +134,16 @@ def place_job(cfg: RunConfig, job_num: int | None, sweep_dir: Path | None) -> Pl
     """Check the device and, in a sweep on a machine with several GPUs, take a free one."""
     kind = check_device(cfg)
     t = cfg.trainer
+    precision = precision_used(t.precision, kind)
     if kind != "cuda" or t.devices != 1 or job_num is None:
-        return Placement(t.accelerator, t.devices)
+        return Placement(t.accelerator, t.devices, precision)
     count = torch.cuda.device_count()
     if count < 2:
-        return Placement(t.accelerator, t.devices)
+        return Placement(t.accelerator, t.devices, precision)
     index, fd = choose_gpu(count, job_num % count, sweep_dir)
     if fd is None:
         log.warning("every one of the %d GPUs is held by another job of this sweep: "
                     "sharing GPU %d", count, index)
     else:
         log.info("training on GPU %d of %d (the first one no other job held)", index, count)
-    return Placement("gpu", [index], fd)
+    return Placement("gpu", [index], precision, fd)

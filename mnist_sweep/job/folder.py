@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from mnist_sweep.config import RunConfig
-from mnist_sweep.job.signature import differences
+from mnist_sweep.job.signature import differences, restoring_overrides
 from mnist_sweep.job.status import DIVERGED, FINAL, StatusDamaged, read_status
 
 RUN, RESUME, SKIP, REFUSE = "run", "resume", "skip", "refuse"
@@ -87,6 +87,9 @@ def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
                                    f"({changed}); finished results are never overwritten. "
                                    f"Choose another {where}.")
         command = recorded_command(folder)
+        if command:  # with the values of settings whose default changed since it started
+            command = " ".join([command, *(shlex.quote(o) for o in restoring_overrides(
+                status.get("signature"), run_cfg) if f" {o.split('=', 1)[0]}=" not in command)])
         again = f"`{command}` (with {where}=...)" if command else "its original overrides"
         return Verdict(REFUSE, f"{folder} holds an unfinished ({state}) run started with "
                                f"another configuration ({changed}). To continue it, run "

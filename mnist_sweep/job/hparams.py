@@ -43,12 +43,13 @@ HPARAM_KEYS = {
 }
 
 
-def hparams_of(cfg: RunConfig, dataset: str, params: int) -> dict[str, Any]:
-    """The HParams-tab record: the same keys for every run so TensorBoard can compare them."""
+def hparams_of(cfg: RunConfig, dataset: str, params: int, precision: str) -> dict[str, Any]:
+    """The HParams-tab record: the same keys for every run so TensorBoard can compare them.
+    `dataset` and `precision` are what the run used (its data set's label, and what
+    trainer.precision=auto chose), not what the config asked for."""
     flat = flatten(dataclasses.asdict(cfg))
     record = {name: flat[key] for name, key in HPARAM_KEYS.items()}
-    record["precision"] = str(record["precision"])
-    return record | {"data": dataset, "params": params}
+    return record | {"data": dataset, "params": params, "precision": precision}
 
 
 def proto_value(value: Any) -> struct_pb2.Value:

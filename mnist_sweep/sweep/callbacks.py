@@ -186,7 +186,8 @@ def describe_in_tensorboard(sweep_dir: Path, run_cfgs: list[RunConfig],
     from mnist_sweep.job.hparams import hparams_of
     from mnist_sweep.sweep.tensorboard import names_of_keys, swept_names, write_experiment
 
-    records = [hparams_of(cfg, cfg.data.name, 0) for cfg in run_cfgs]
+    records = [hparams_of(cfg, cfg.data.name, 0, str(cfg.trainer.precision))
+               for cfg in run_cfgs]
     swept = names_of_keys(searched_keys) if searched_keys is not None else swept_names(records)
     write_experiment(sweep_dir, records, swept)
 

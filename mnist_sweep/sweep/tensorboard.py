@@ -42,8 +42,10 @@ def experiment_summary(records: list[dict[str, Any]], swept: Iterable[str]) -> A
                                   api_pb2.DATA_TYPE_STRING, differs=name in swept)
         distinct = list(dict.fromkeys(values))
         # a run outside a listed domain would be hidden by the tab's default filter: the data
-        # set a job really loads (an offline fallback) and the parameter count are not known
-        if distinct and name not in ("data", "params") and info.type != api_pb2.DATA_TYPE_FLOAT64:
+        # set a job really loads (an offline fallback), the parameter count and the precision
+        # trainer.precision=auto picks on the job's device are not known
+        unknown = name in ("data", "params", "precision")
+        if distinct and not unknown and info.type != api_pb2.DATA_TYPE_FLOAT64:
             info.domain_discrete.CopyFrom(
                 struct_pb2.ListValue(values=[proto_value(v) for v in distinct]))
         infos.append(info)
