@@ -104,7 +104,7 @@ def restoring_overrides(recorded: dict[str, Any] | None, cfg: RunConfig) -> list
     if not recorded or "model.head" not in recorded:
         return []
     return [f"{k}={_show(old)}" for k, (old, _) in changed_settings(recorded, cfg).items()
-            if old is not _UNSET and old != _UNSET]
+            if old != _UNSET]
 
 
 _UNSET = "(unset)"

@@ -69,9 +69,9 @@ class Run:
     # data.name as configured, and whether status.json says what was loaded
     data_source: str | None = None
     data_recorded: bool = True
-    # trainer.precision=auto asked for, and whether status.json says what it chose
+    # trainer.precision=auto asked for (config's value stays `auto` where status.json does
+    # not say what it chose)
     asked_auto_precision: bool = False
-    precision_recorded: bool = True
 
     @property
     def finished(self) -> bool:
@@ -267,7 +267,6 @@ def read_run(job_dir: Path) -> Run:
         config["data.name"] = status["dataset"]
     if status and status.get("precision"):  # what trainer.precision=auto trained in
         config["trainer.precision"] = status["precision"]
-    auto_unrecorded = str(config.get("trainer.precision")) == "auto"
     dataset = (status or {}).get("dataset")
     scalars: dict[str, list[tuple[int, float]]] = {}
     if dataset:
@@ -308,7 +307,6 @@ def read_run(job_dir: Path) -> Run:
         data_source=str(raw.get("data.name")),
         data_recorded=bool(dataset),
         asked_auto_precision=str(raw.get("trainer.precision")) == "auto",
-        precision_recorded=not auto_unrecorded,
     )
 
 
@@ -334,9 +332,9 @@ def read_folder(folder: Path) -> list[Run]:
         if not run.data_recorded and len(found) == 1:
             run.config["data.name"] = next(iter(found))
     chosen = {str(run.config.get("trainer.precision")) for run in runs
-              if run.precision_recorded and run.asked_auto_precision}
+              if run.asked_auto_precision} - {"auto"}
     for run in runs:
-        if not run.precision_recorded and len(chosen) == 1:
+        if str(run.config.get("trainer.precision")) == "auto" and len(chosen) == 1:
             run.config["trainer.precision"] = next(iter(chosen))
     return runs
 
