@@ -17,7 +17,7 @@ from mnist_sweep.config import RunConfig
 # (threads, layout, compilation, device). The last ones change the numbers in their last
 # digits as any other machine does (CPU reductions are not bitwise stable across thread
 # counts or kernels, GPUs use TF32); status.json records which were used (`device`,
-# `cpu_threads`), and README "When things go wrong" says what is exact.
+# `cpu_threads`), and docs/troubleshooting.md says what is exact.
 NOT_RESULT_KEYS = frozenset({
     "trainer.accelerator", "trainer.devices",
     "resume", "data.root", "data.download", "data.npm_fallback", "data.eval_batch_size",
