@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from mnist_sweep.job.predictions import (
-    PREDICTIONS_FILE,
     PredictionsDamaged,
     fingerprint,
     read_predictions,
     write_predictions,
 )
+from mnist_sweep.record.layout import PREDICTIONS_FILE
 from mnist_sweep.report.read import read_run
 from tests.conftest import TINY, make_digits, run_cli
 

@@ -8,7 +8,6 @@ global generators that dropout and augmentation draw from.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
 from mnist_sweep.config import RunConfig
-from mnist_sweep.job.folder import CHECKPOINT
 from mnist_sweep.job.module import BEST_VAL_ACC_KEY
+from mnist_sweep.record.files import write_atomic
+from mnist_sweep.record.layout import CHECKPOINT
 
 
 class CheckpointError(RuntimeError):
@@ -41,15 +41,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 class RandomState(pl.Callback):

@@ -7,11 +7,12 @@ for uint8 arrays, written atomically so a reader never sees half a file.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from mnist_sweep.record.files import write_atomic
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -23,9 +24,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool | None = None) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-PREDICTIONS_FILE = "predictions.npz"
+from mnist_sweep.record.files import write_atomic
+from mnist_sweep.record.layout import PREDICTIONS_FILE
+
 STATUS_FIELD = "predictions"  # status.json's record of the file
 
 
@@ -73,16 +74,7 @@ def write_predictions(job_dir: Path, predicted: torch.Tensor, test_images: torch
     np.savez(buffer, predicted=predicted.cpu().to(torch.uint8).numpy(),
              labels=labels.to(torch.uint8).numpy(), test_set=np.array(test_set))
     data = buffer.getvalue()
-    path = Path(job_dir) / PREDICTIONS_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(Path(job_dir) / PREDICTIONS_FILE, data)
     return {"file": PREDICTIONS_FILE, "images": n, "test_set": test_set,
             "sha256": _sha256(data)}
 

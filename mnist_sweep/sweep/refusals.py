@@ -10,8 +10,9 @@ refused instead of the record its folder holds, which is another run's.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from mnist_sweep.record.files import write_atomic
 
 REFUSED_DIR = ".refused"  # <sweep>/.refused/<job number>.json, written by this module only
 REFUSED = "refused"
@@ -20,10 +21,7 @@ REFUSED = "refused"
 def record_refusal(sweep_dir: Path, num: int, job: str, reason: str) -> None:
     folder = Path(sweep_dir) / REFUSED_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{num}.json"
-    tmp = folder / f".{num}.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"job": job, "reason": reason}) + "\n")
-    os.replace(tmp, path)
+    write_atomic(folder / f"{num}.json", json.dumps({"job": job, "reason": reason}) + "\n")
 
 
 def refused_jobs(sweep_dir: Path) -> dict[int, dict[str, str]]:

@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_sweep.record.files import write_atomic
+from mnist_sweep.record.layout import CHECKPOINT
+
 JOBS_FILE = ".slurm_jobs.json"  # in the sweep folder: Hydra job number -> Slurm job id
 # A job PENDING longer than this many seconds shows Slurm's reason in the live view.
 PENDING_NOTE_S = float(os.environ.get("MNIST_SWEEP_PENDING_NOTE_S", "30"))
@@ -226,9 +229,7 @@ def record_jobs(sweep_dir: Path, ids: dict[int, str]) -> None:
         known = read_jobs(sweep_dir)
         known.update({num: {"id": job_id, "submitted": time.time()}
                       for num, job_id in ids.items()})
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({str(k): v for k, v in sorted(known.items())}, indent=1))
-        tmp.replace(path)
+        write_atomic(path, json.dumps({str(k): v for k, v in sorted(known.items())}, indent=1))
 
 
 def read_jobs(sweep_dir: Path) -> dict[int, dict[str, Any]]:
@@ -277,7 +278,6 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str,
     """Make the job's status say how it ended when the job could not say it itself;
     return the status it ends with. `time_limit`: submitit's message when the job reached
     its time limit with no requeue left outside the training (while it started up)."""
-    from mnist_sweep.job.folder import CHECKPOINT_DIR
     from mnist_sweep.job.status import (
         FAILED,
         INTERRUPTED,
@@ -291,7 +291,7 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str,
         return str(status["status"])  # it recorded its own end (e.g. interrupted at SIGTERM)
     stopped = time_limit is not None or slurm_state.split()[0] in STOPPED_STATES
     outcome = INTERRUPTED if stopped or status.get("status") == RUNNING else FAILED
-    ckpt = job_dir / CHECKPOINT_DIR / "last.ckpt"  # job/checkpoints.py (imports torch)
+    ckpt = job_dir / CHECKPOINT
     job_dir.mkdir(parents=True, exist_ok=True)
     error = (f"interrupted (time limit: {time_limit})" if time_limit else
              f"Slurm job {job_id} ended {slurm_state} before the job recorded its end")
