@@ -349,6 +349,16 @@ class SweepCallback(Callback):
                 fail("--dry-run lists the jobs of a grid sweep; a search decides its trials "
                      "while it runs.")
             run_cfg = check_config(config)
+            import copy
+
+            from mnist_sweep.sweep.plan import misplaced_folders
+
+            # the grid's rule on two job numbers: a subdir without the number, or outside
+            # the sweep folder, would give trials one folder (a trial refused there) or none
+            problems = misplaced_folders(
+                [(num, job_folder(copy.deepcopy(config), num)) for num in (0, 1)], sweep_dir)
+            if problems:  # the first says what to change; the probe's second job repeats it
+                fail(f"nothing was run or written: {problems[0]}")
             fetch_missing_data(run_cfg)
             # the HParams experiment is written by the sweeper once its own settings passed
             # (describe_search), so a refused search leaves no file behind

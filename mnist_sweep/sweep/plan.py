@@ -73,23 +73,29 @@ def foreign_jobs(sweep_dir: Path, planned: list[PlannedJob]) -> dict[Path, str]:
 
 
 def misplaced_jobs(planned: list[PlannedJob], sweep_dir: Path) -> list[str]:
-    """Jobs whose folders coincide or lie outside the sweep folder (a `hydra.sweep.subdir`
-    without the job number, or with `..`): two jobs in one folder would leave one job's
-    result under the other's name, and a folder outside is in no sweep's report."""
+    """The grid's jobs checked by misplaced_folders."""
+    return misplaced_folders([(job.num, job.folder) for job in planned], sweep_dir)
+
+
+def misplaced_folders(folders: list[tuple[int | None, Path]], sweep_dir: Path) -> list[str]:
+    """Jobs (number, folder) whose folders coincide or lie outside the sweep folder (a
+    `hydra.sweep.subdir` without the job number, or with `..`): two jobs in one folder would
+    leave one job's result under the other's name, and a folder outside is in no sweep's
+    report. A grid passes its planned jobs, a search two job numbers composed up front."""
     root = Path(os.path.abspath(sweep_dir))
     problems, owner = [], {}
-    for job in planned:
-        folder = Path(os.path.abspath(job.folder))
+    for num, path in folders:
+        folder = Path(os.path.abspath(path))
         if root not in folder.parents:
-            problems.append(f"job {job.num} would write into {folder}, which is not inside "
+            problems.append(f"job {num} would write into {folder}, which is not inside "
                             f"the sweep folder {root}: hydra.sweep.subdir must name a folder "
                             f"inside hydra.sweep.dir (the default is ${{hydra.job.num}}_...).")
         elif folder in owner:
-            problems.append(f"jobs {owner[folder]} and {job.num} would share the folder "
+            problems.append(f"jobs {owner[folder]} and {num} would share the folder "
                             f"{folder}: hydra.sweep.subdir must differ between the jobs of a "
                             f"sweep (include ${{hydra.job.num}}, as the default does).")
         else:
-            owner[folder] = job.num
+            owner[folder] = num
     return problems
 
 

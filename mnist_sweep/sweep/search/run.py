@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from mnist_sweep.job.folder import folder_override
+from mnist_sweep.sweep.refusals import refused_jobs
 from mnist_sweep.sweep.search.space import SearchSpace, format_value
 from mnist_sweep.sweep.search.study import (
     PRUNER_ATTR,
@@ -30,6 +31,7 @@ from mnist_sweep.sweep.search.trials import (
     JOB_DIR,
     OWNER,
     counts_toward_budget,
+    frozen_trial,
     job_outcome,
     owner_id,
     settle_lost_trials,
@@ -177,12 +179,19 @@ class Search:
         except Exception as exc:  # the launcher itself failed (a worker died, a queue error)
             launch_error = f"{type(exc).__name__}: {exc}"
             log.error("trial %d: its launcher failed: %s", trial.number, launch_error)
-        state, value, error = job_outcome(job_dir, returned, self.metric)
         with self._lock:
+            # the job marks its trial with its folder when training starts (job/pruning.py):
+            # without that mark (a job refused at its start) the folder's status.json is
+            # another run's record, never this trial's result
+            trained = JOB_DIR in frozen_trial(self.study, trial.number).user_attrs
+            state, value, error = job_outcome(job_dir, returned, self.metric,
+                                              own_folder=trained)
             if job_dir is not None:
                 trial.set_user_attr(JOB_DIR, str(job_dir))
             if state == TrialState.FAIL:
-                trial.set_user_attr(ERROR, launch_error or error)
+                refused = refused_jobs(self.sweeper.sweep_dir).get(folder_num)
+                trial.set_user_attr(ERROR, launch_error or (
+                    f"refused when it started: {refused['reason']}" if refused else error))
             self.study.tell(trial, value, state=state)
 
     # ---- the end -----------------------------------------------------------------------

@@ -76,8 +76,9 @@ def repair_torn_journal(path: Path) -> str | None:
     A process killed mid-write leaves a last line without its newline; Optuna's reader skips
     such a line only while it is the last one, so the next append would glue a whole record
     onto it and make every later read fail. The torn line is dropped (it was never a whole
-    record, and Optuna's reader never read it); every whole record stays. A last line that
-    ends in a newline but is not JSON is not what a crash leaves: refused, nothing written.
+    record, and Optuna's reader never read it); every whole record stays. A whole line that
+    is not JSON, last or not, is not what a crash leaves: refused by its line number,
+    nothing written (Optuna's own error names a column of the line alone).
     Done under Optuna's own lock of the file, so no live writer's record is taken for torn.
     """
     import json
@@ -91,15 +92,20 @@ def repair_torn_journal(path: Path) -> str | None:
     try:
         data = path.read_bytes()
         whole = data.rfind(b"\n") + 1  # bytes up to the end of the last whole record
-        lines = data[:whole].splitlines()
-        try:
-            json.loads(lines[-1]) if lines else None
-        except ValueError:
-            raise SearchError(
-                f"the study journal {path} is damaged: its last whole record (line "
-                f"{len(lines)}) is not JSON, which a crash mid-write does not leave. Nothing "
-                f"was written to it; repair or move that file, or choose another "
-                f"hydra.sweep.dir.") from None
+        lines = data[:whole].split(b"\n")[:-1]
+        for number, line in enumerate(lines, start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                # Optuna's own error names a column of the line alone ("line 1 column 61")
+                which = (f"its last whole record (line {number})" if number == len(lines)
+                         else f"line {number} of its {len(lines)} records")
+                raise SearchError(
+                    f"the study journal {path} is damaged: {which} is not JSON, which a "
+                    f"crash mid-write does not leave. Nothing was written to it. Move that "
+                    f"file away to start a new study (or choose another hydra.sweep.dir), or "
+                    f"repair line {number} of it (one JSON record per line) to continue "
+                    f"this study.") from None
         if whole == len(data):
             return None
         torn = data[whole:]

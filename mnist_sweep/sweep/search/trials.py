@@ -69,9 +69,18 @@ def counts_toward_budget(trial: FrozenTrial) -> bool:
     return trial.state != TrialState.WAITING and not trial.user_attrs.get(REPLACED)
 
 
-def job_outcome(job_dir: Path | None, returned: Any, metric: str,
+def job_outcome(job_dir: Path | None, returned: Any, metric: str, own_folder: bool = True,
                 ) -> tuple[TrialState, float | None, str | None]:
-    """How a trial ended, from its job's status file and return value."""
+    """How a trial ended, from its job's return value and status file.
+
+    The status file counts only when `own_folder` (its job trained for this trial): a job
+    refused at its start returns nothing and leaves its folder's record as it was, another
+    run's, whose value or pruning must not become this trial's.
+    """
+    if isinstance(returned, (int, float)) and math.isfinite(returned):
+        return TrialState.COMPLETE, float(returned), None
+    if not own_folder:
+        return TrialState.FAIL, None, "its job returned no value and did not train this trial"
     status = (read_status_or_none(job_dir) if job_dir else None) or {}
     if status.get("status") == PRUNED:
         return TrialState.PRUNED, None, None
