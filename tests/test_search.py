@@ -24,14 +24,10 @@ from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
+from mnist_sweep.job.trial import SearchError, make_pruner, open_storage  # noqa: E402
 from mnist_sweep.sweep.search.check import check_space  # noqa: E402
 from mnist_sweep.sweep.search.space import parse_space  # noqa: E402
-from mnist_sweep.sweep.search.study import (  # noqa: E402
-    SearchError,
-    make_pruner,
-    open_storage,
-    pruner_spec,
-)
+from mnist_sweep.sweep.search.study import pruner_spec  # noqa: E402
 
 # Everything but the searched keys is fixed, so each trial is quick and the seeded random
 # sampler's draws are known: over optim.lr=tag(log,interval(1e-7,1e-1)), seed 6 draws 0.02,

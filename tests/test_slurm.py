@@ -308,7 +308,7 @@ def test_optuna_search_runs_two_trials_at_a_time_as_slurm_jobs(
     optuna = pytest.importorskip("optuna")
     from optuna.trial import TrialState
 
-    from mnist_sweep.sweep.search.study import open_storage
+    from mnist_sweep.job.trial import open_storage
 
     sweep_dir = tmp_path / "search"
     # tests/test_search.py's seeded draws: lr 0.02, 1e-5, 0.008, 2e-7 for trials 0-3

@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
-from mnist_sweep.sweep.search.study import SearchError, open_storage  # noqa: E402
+from mnist_sweep.job.trial import SearchError, open_storage  # noqa: E402
 
 TINY = ["data.val_size=128", "trainer.max_epochs=2", "trainer.limit_train_batches=5",
         "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",

@@ -69,8 +69,14 @@ def trial_pruning(cfg: RunConfig, job_dir: Path) -> TrialPruning | None:
     import optuna
     from optuna.trial import TrialState
 
-    from mnist_sweep.sweep.search.study import PRUNER_ATTR, make_pruner, open_storage
-    from mnist_sweep.sweep.search.trials import RETRY_OF, frozen_trial, live_trial
+    from mnist_sweep.job.trial import (
+        PRUNER_ATTR,
+        RETRY_OF,
+        frozen_trial,
+        live_trial,
+        make_pruner,
+        open_storage,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ident = cfg.search_trial

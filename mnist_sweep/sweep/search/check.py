@@ -9,8 +9,8 @@ from collections.abc import Callable
 from omegaconf import DictConfig
 
 from mnist_sweep.config import ConfigError, validate
+from mnist_sweep.job.trial import SearchError
 from mnist_sweep.sweep.search.space import SearchSpace, boundary_values, format_value
-from mnist_sweep.sweep.search.study import SearchError
 
 
 def _first_line(exc: Exception) -> str:

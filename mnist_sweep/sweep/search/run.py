@@ -5,53 +5,73 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 import yaml
+from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from mnist_sweep.job.folder import folder_override
-from mnist_sweep.sweep.refusals import refused_jobs
-from mnist_sweep.sweep.search.space import SearchSpace, format_value
-from mnist_sweep.sweep.search.study import (
-    PRUNER_ATTR,
-    SearchError,
-    make_pruner,
-    open_storage,
-    pruner_spec,
-    storage_location,
-)
-from mnist_sweep.sweep.search.trials import (
+from mnist_sweep.job.trial import (
     ERROR,
     FOLDER_NUM,
     JOB_DIR,
     OWNER,
-    counts_toward_budget,
+    PRUNER_ATTR,
+    SearchError,
     frozen_trial,
+    make_pruner,
+    open_storage,
+)
+from mnist_sweep.sweep.refusals import refused_jobs
+from mnist_sweep.sweep.search.space import SearchSpace, format_value
+from mnist_sweep.sweep.search.study import pruner_spec, storage_location
+from mnist_sweep.sweep.search.trials import (
+    counts_toward_budget,
     job_outcome,
     owner_id,
     settle_lost_trials,
 )
-
-if TYPE_CHECKING:
-    from mnist_sweep.sweep.search.sweeper import SearchSweeper
 
 log = logging.getLogger("mnist_sweep")
 RESULTS_FILE = "optimization_results.yaml"
 TRIAL_KEY = "search_trial"  # the job's config node naming its trial (config.SearchTrialConfig)
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """What the search needs of its sweeper's settings (conf/hydra/sweeper/optuna.yaml)
+    and of the sweep's config."""
+
+    sweep_dir: Path
+    study_name: str
+    direction: str
+    storage: str | None
+    n_trials: int
+    pruner: str
+    pruning: dict[str, Any]
+    sampler: Any  # the sampler's config node, or None for Optuna's default
+    max_epochs: int
+    folder_name_excludes: list[str]  # hydra.job.config.override_dirname.exclude_keys
+
+
+# launch(overrides, job number) -> the job's return; announce(n): the sweep's job count
+Launch = Callable[[list[str], int], JobReturn]
+
+
 class Search:
-    def __init__(self, sweeper: SearchSweeper, space: SearchSpace, metric: str,
-                 n_jobs: int) -> None:
-        self.sweeper, self.space, self.metric, self.n_jobs = sweeper, space, metric, n_jobs
-        self.location = storage_location(sweeper.storage, sweeper.sweep_dir)
-        max_epochs = int(sweeper.config.trainer.max_epochs)
-        self.pruner_spec = pruner_spec(sweeper.pruner, sweeper.pruning, max_epochs)
+    def __init__(self, settings: SearchSettings, space: SearchSpace, metric: str,
+                 n_jobs: int, launch: Launch, announce_jobs: Callable[[int], None]) -> None:
+        self.settings, self.space, self.metric, self.n_jobs = settings, space, metric, n_jobs
+        self.launch, self.announce_jobs = launch, announce_jobs
+        self.location = storage_location(settings.storage, settings.sweep_dir)
+        self.pruner_spec = pruner_spec(settings.pruner, settings.pruning, settings.max_epochs)
         self.study = self._open_study()
         self._lock = threading.Lock()
         self._to_ask = 0
@@ -62,7 +82,7 @@ class Search:
     def _open_study(self) -> optuna.Study:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = open_storage(self.location)
-        s = self.sweeper
+        s = self.settings
         try:
             existing = optuna.load_study(study_name=s.study_name, storage=storage)
         except KeyError:
@@ -83,7 +103,7 @@ class Search:
     def _sampler(self, done: int) -> optuna.samplers.BaseSampler | None:
         """The configured sampler; a continued study shifts its seed by the number of trials
         it holds, or its random start-up trials would repeat the first invocation's."""
-        cfg = self.sweeper.sampler_cfg
+        cfg = self.settings.sampler
         if cfg is None:
             return None
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -102,11 +122,11 @@ class Search:
         trials = self.study.get_trials(deepcopy=False)
         used = sum(counts_toward_budget(t) for t in trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
-        self._to_ask = max(0, self.sweeper.n_trials - used)
+        self._to_ask = max(0, self.settings.n_trials - used)
         # job lines read "[job k of N]", k the folder number: N covers trials asked before
-        self.sweeper.set_num_jobs(len(trials) + max(0, self._to_ask - waiting))
+        self.announce_jobs(len(trials) + max(0, self._to_ask - waiting))
         log.info("search: study %s in %s: %d trial(s) held, %d to run, pruner %s, %d at a "
-                 "time", self.sweeper.study_name, self.location, used, self._to_ask,
+                 "time", self.settings.study_name, self.location, used, self._to_ask,
                  self.pruner_spec["name"], self.n_jobs)
         if self.n_jobs == 1:
             self._worker()
@@ -121,7 +141,7 @@ class Search:
             except KeyboardInterrupt:  # the jobs' own processes got Ctrl-C too and saved
                 log.error("search interrupted. Run the same command with %s to continue "
                           "it: its running trials are asked again in their folders.",
-                          folder_override("hydra.sweep.dir", self.sweeper.sweep_dir))
+                          folder_override("hydra.sweep.dir", self.settings.sweep_dir))
                 raise SystemExit(130) from None
             if self._errors:
                 raise self._errors[0]
@@ -150,8 +170,7 @@ class Search:
             self._run_trial(trial, int(folder_num))
 
     def _overrides(self, trial: optuna.trial.Trial) -> list[str]:
-        cfg = self.sweeper.config
-        excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+        excluded = list(self.settings.folder_name_excludes)
         if TRIAL_KEY not in excluded:
             excluded.append(TRIAL_KEY)
         identity = {"storage": self.location, "study_name": self.study.study_name,
@@ -169,8 +188,7 @@ class Search:
         job_dir: Path | None = None
         returned: Any = None
         try:
-            [ret] = self.sweeper.launcher.launch([self._overrides(trial)],
-                                                 initial_job_idx=folder_num)
+            ret = self.launch(self._overrides(trial), folder_num)
             if ret.hydra_cfg is not None:
                 job_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
             returned = ret._return_value if ret.status.name == "COMPLETED" else None
@@ -189,7 +207,7 @@ class Search:
             if job_dir is not None:
                 trial.set_user_attr(JOB_DIR, str(job_dir))
             if state == TrialState.FAIL:
-                refused = refused_jobs(self.sweeper.sweep_dir).get(folder_num)
+                refused = refused_jobs(self.settings.sweep_dir).get(folder_num)
                 trial.set_user_attr(ERROR, launch_error or (
                     f"refused when it started: {refused['reason']}" if refused else error))
             self.study.tell(trial, value, state=state)
@@ -205,7 +223,7 @@ class Search:
         log.info("search: %d complete, %d pruned, %d failed; epochs trained: %d",
                  counts[TrialState.COMPLETE], counts[TrialState.PRUNED],
                  counts[TrialState.FAIL], sum(epochs_of(t) for t in trials))
-        sweep_dir = self.sweeper.sweep_dir
+        sweep_dir = self.settings.sweep_dir
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_search_plot(trials, self.study.direction, self.metric, sweep_dir / "search.png")
         results: dict[str, Any] = {"name": "optuna", "study_name": self.study.study_name,

@@ -20,7 +20,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from mnist_sweep.sweep.search.study import SearchError
+from mnist_sweep.job.trial import SearchError
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ class SearchSweeper(Sweeper):
         self.pruner = pruner
         self.pruning = (OmegaConf.to_container(pruning) if isinstance(pruning, DictConfig)
                         else dict(pruning or {}))
-        self._lock = threading.Lock()
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -56,8 +54,8 @@ class SearchSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: list[str]) -> Any:
+        from mnist_sweep.job.trial import SearchError
         from mnist_sweep.sweep.callbacks import abandon_sweep, describe_search
-        from mnist_sweep.sweep.search.study import SearchError
 
         try:
             search = self._prepare(arguments)
@@ -72,10 +70,10 @@ class SearchSweeper(Sweeper):
         return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
 
     def _prepare(self, arguments: list[str]) -> Any:
+        from mnist_sweep.job.trial import SearchError
         from mnist_sweep.sweep.search.check import check_space
-        from mnist_sweep.sweep.search.run import Search
+        from mnist_sweep.sweep.search.run import Search, SearchSettings
         from mnist_sweep.sweep.search.space import parse_space
-        from mnist_sweep.sweep.search.study import SearchError
 
         if self.direction not in DIRECTIONS:
             raise SearchError(f"hydra.sweeper.direction={self.direction} is not valid: "
@@ -101,7 +99,18 @@ class SearchSweeper(Sweeper):
                         "trials add hydra/launcher=joblib hydra.launcher.n_jobs=%d.",
                         n_jobs, n_jobs)
             n_jobs = 1
-        return Search(sweeper=self, space=space, metric=str(metric), n_jobs=n_jobs)
+        settings = SearchSettings(
+            sweep_dir=self.sweep_dir, study_name=self.study_name, direction=self.direction,
+            storage=self.storage, n_trials=self.n_trials, pruner=self.pruner,
+            pruning=self.pruning, sampler=self.sampler_cfg,
+            max_epochs=int(self.config.trainer.max_epochs),
+            folder_name_excludes=list(self.config.hydra.job.config.override_dirname.exclude_keys))
+        return Search(settings, space, str(metric), n_jobs, launch=self._launch_one,
+                      announce_jobs=self.set_num_jobs)
+
+    def _launch_one(self, overrides: list[str], num: int) -> Any:
+        [ret] = self.launcher.launch([overrides], initial_job_idx=num)
+        return ret
 
     def set_num_jobs(self, total: int) -> None:
         os.environ[NUM_JOBS_ENV] = str(total)

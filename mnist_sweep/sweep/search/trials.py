@@ -1,15 +1,6 @@
 """A trial's bookkeeping across processes: who runs it, where its job folder is, how its
-job ended, and what happens to trials whose search process died.
-
-User attributes of a trial (visible in optuna-dashboard):
-    owner       host:pid of the search process that asked it
-    folder_num  the number in its job folder's name: its own number, or for a trial that
-                replaces one lost with a killed search, the lost trial's (the job then
-                continues from that folder's last checkpoint)
-    retry_of    the number of the trial it replaces
-    job_dir     its job folder (set by the job when training starts)
-    error       why it failed
-"""
+job ended, and what happens to trials whose search process died. The trial attributes
+both the search and its jobs use are named in job/trial.py."""
 
 from __future__ import annotations
 
@@ -23,9 +14,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_sweep.job.status import FINISHED, PRUNED, read_status_or_none
-
-OWNER, FOLDER_NUM, RETRY_OF, JOB_DIR, ERROR, REPLACED = (
-    "owner", "folder_num", "retry_of", "job_dir", "error", "replaced_by_retry")
+from mnist_sweep.job.trial import (
+    ERROR,
+    FOLDER_NUM,
+    JOB_DIR,
+    OWNER,
+    REPLACED,
+    RETRY_OF,
+    live_trial,
+)
 
 
 def owner_id() -> str:
@@ -49,19 +46,6 @@ def owner_is_gone(owner: str | None) -> bool | None:
     except PermissionError:  # exists, owned by another user
         return False
     return False
-
-
-def frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
-    for trial in study.get_trials(deepcopy=False):
-        if trial.number == number:
-            return trial
-    raise LookupError(f"study {study.study_name} has no trial {number}")
-
-
-def live_trial(study: optuna.Study, number: int) -> optuna.trial.Trial:
-    """A handle on trial `number` of a stored study, from any process: report, set
-    attributes, ask should_prune() (Optuna's ask-and-tell across processes)."""
-    return optuna.trial.Trial(study, frozen_trial(study, number)._trial_id)
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
