@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from typing import Any
@@ -16,6 +17,7 @@ from mnist_sweep.resolvers import register_resolvers
 from mnist_sweep.sweep.callbacks import DRY_RUN_ENV
 from mnist_sweep.sweep.signals import (
     in_joblib_worker,
+    stop_after_ctrl_c,
     sweep_ends_soon,
     worker_of_an_ended_sweep,
 )
@@ -49,6 +51,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    """`--cfg` with `-m` prints each job's config in turn, headed `# job <n> of <N>: ...`."""
     # `mnist-sweep watch <sweep dir>`: follow a sweep from its folder (no override has this
     # form: overrides hold `=`), see sweep/watch.py
     if sys.argv[1:2] == ["watch"]:
@@ -56,6 +59,13 @@ def main() -> None:
 
         watch(sys.argv[2:])
         return
+    try:
+        run_command()
+    except KeyboardInterrupt:  # Ctrl-C outside a job's training, which handles its own
+        stop_after_ctrl_c()
+
+
+def run_command() -> None:
     # `--dry-run` is ours, not Hydra's: list what would happen to every job, train nothing.
     if "--dry-run" in sys.argv:
         sys.argv.remove("--dry-run")
@@ -64,8 +74,12 @@ def main() -> None:
     # fail: lift -m/--multirun in front of the overrides, wherever the user typed it.
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in flags)]
+    check_group_options(sys.argv[1:])
     if any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in sys.argv[1:]):
         validate_before_printing(sys.argv[1:])
+        if flags:  # Hydra prints one config: print each job's, one after another
+            print_each_jobs_config(sys.argv[0], sys.argv[1:])
+            return
     try:
         hydra_entry()
     except SystemExit as exc:
@@ -80,29 +94,111 @@ _FLAGS_WITH_VALUE = ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "
                      "--experimental-rerun")
 
 
+# Hydra's flags that choose other configs: its own composition checks those
+_OTHER_CONFIGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir")
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) and the overrides of a command line."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            flags.append(arg)
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+            flags.append(arg)
+        elif arg.startswith("-"):
+            flags.append(arg)
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def jobs_of(overrides: list[str]) -> list[list[str]] | None:
+    """Each job's overrides, as Hydra's basic sweeper splits a sweep (one job without a
+    swept value); None for an override Hydra's parser refuses (Hydra explains it itself)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        if not any(o.is_sweep_override() for o in parsed):
+            return [overrides]
+        return [list(job) for batch in BasicSweeper.split_arguments(parsed, None)
+                for job in batch]
+    except Exception:
+        return None
+
+
+def check_group_options(args: list[str]) -> None:
+    """An option that a config group lacks (`head=GMP`, `optim=adm`, a swept one too) ends
+    the command like any other bad value: one line that names the group's options, exit
+    code 2 (Hydra's own message is a dozen lines and exit code 1). Every group Hydra knows,
+    the project's and Hydra's own (hydra/launcher), is checked the same way."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    flags, overrides = split_args(args)
+    if any(f.split("=")[0] in _OTHER_CONFIGS for f in flags):
+        return
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # left to Hydra, which explains a malformed override itself
+        return
+    # a group is named without dots (head, hydra/launcher); a key with one is a value's
+    chosen = [o for o in parsed if not o.is_delete() and "." not in o.key_or_group]
+    if not chosen:
+        return
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for override in chosen:
+            options = loader.get_group_options(override.key_or_group)
+            if not options:  # not a group: a plain value (seed=1)
+                continue
+            value = override.value()
+            values = (list(override.sweep_string_iterator()) if isinstance(value, ChoiceSweep)
+                      else [value] if isinstance(value, str) else [])  # range, glob: Hydra's
+            for option in values:
+                if option not in options and "/" not in option:
+                    group = override.key_or_group
+                    near = difflib.get_close_matches(option.lower(), options, n=1) or options
+                    print(f"Error: {group}={option} is not an option of the `{group}` config "
+                          f"group: choose one of {' | '.join(options)}, e.g. "
+                          f"`{group}={near[0]}`.", file=sys.stderr)
+                    raise SystemExit(2)
+
+
+def print_each_jobs_config(program: str, args: list[str]) -> None:
+    """`--cfg` with `-m`: Hydra prints one config only (and refuses the pair with a
+    traceback). Each job's config is printed as `--cfg` prints a single run's, with the
+    same flags (`--package`, `--resolve`), under a line naming the job."""
+    flags, overrides = split_args(args)
+    flags = [f for f in flags if f not in ("-m", "--multirun")]
+    jobs = jobs_of(overrides)
+    if jobs is None:  # a malformed override: Hydra's message, as for a single run
+        jobs = [overrides]
+    for num, job in enumerate(jobs):
+        print(f"# job {num} of {len(jobs)}: {' '.join(job) or '(defaults)'}", flush=True)
+        sys.argv = [program, *flags, *job]
+        hydra_entry()
+        sys.stdout.flush()
+
+
 def validate_before_printing(args: list[str]) -> None:
     """`--cfg job` prints the composed config without running the checks a run starts with,
     so invalid values would print as if they were fine: compose and validate every job the
     command line describes first (one message and exit code 2, as a run would end)."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from mnist_sweep.config import ConfigError, validate
 
-    overrides, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in _FLAGS_WITH_VALUE:
-            skip = True
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        jobs = [list(job) for batch in BasicSweeper.split_arguments(parsed, None)
-                for job in batch] if any(o.is_sweep_override() for o in parsed) else [overrides]
-    except Exception:  # left to Hydra, which explains a malformed override itself
+    jobs = jobs_of(split_args(args)[1])
+    if jobs is None:  # left to Hydra, which explains a malformed override itself
         return
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         for job in jobs:

@@ -7,6 +7,7 @@ message that names the key and the fix instead of a traceback deep inside traini
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,6 +238,21 @@ GROUP_KEYS = {"model.head": "head=gmp", "optim.name": "optim=adam",
               "scheduler.name": "scheduler=inverse_time", "data.name": "data=mnist"}
 
 
+def reject_non_finite(values: Any, key: str = "") -> None:
+    """No setting is infinite or not a number: `inf`, `nan` and a float beyond float's range
+    (`1e400` reads as inf) pass a range check like `> 0` or fail it with a misleading hint,
+    then diverge the run. Checked once for every float of the config, whatever its key."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            reject_non_finite(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(values, list):
+        for index, value in enumerate(values):
+            reject_non_finite(value, f"{key}[{index}]")
+    elif isinstance(values, float):
+        _check(math.isfinite(values), key, values,
+               "a finite number (inf, nan and values beyond 1.8e308 are not)")
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Check a composed config and return it as typed dataclasses.
 
@@ -252,6 +268,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         plain = OmegaConf.to_container(
             OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        reject_non_finite(OmegaConf.to_container(merged))
         run_cfg = OmegaConf.to_object(merged)
     except ConfigError:
         raise

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+# Every folder unique_dir created in this process, the folders above first: a command
+# refused before its first job removes these (and only these) again (sweep/callbacks.py).
+CREATED_DIRS: list[Path] = []
+
 
 def unique_dir(path: str) -> str:
     """Claim `path` for this sweep, or `path-2`, `path-3`, ... when another sweep took it.
@@ -17,11 +21,14 @@ def unique_dir(path: str) -> str:
     in this process or in launcher workers, see the same folder.
     """
     base = Path(path)
+    above = [p for p in reversed(Path(os.path.abspath(base)).parents) if not p.exists()]
     base.parent.mkdir(parents=True, exist_ok=True)
+    CREATED_DIRS.extend(above)
     candidate, n = base, 1
     while True:
         try:
             os.mkdir(candidate)
+            CREATED_DIRS.append(Path(os.path.abspath(candidate)))
             return str(candidate)
         except FileExistsError:
             n += 1

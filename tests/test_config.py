@@ -130,7 +130,7 @@ def test_onecycle_starts_at_optim_lr_and_peaks_at_max_lr() -> None:
     (["model.dropout=1.5"], "model.dropout=1.5 is not valid"),
     (["optim.lr=-1"], "optim.lr=-1.0 is not valid"),
     (["data.batch_size=0"], "data.batch_size=0 is not valid"),
-    (["head=foo"], "head/foo"),
+    (["head=foo"], "head=foo is not an option of the `head` config group"),
     (["model.fliters=16"], "fliters"),
     (["optim.lr=0.01,-1", "-m"], "optim.lr=-1.0 is not valid"),
     (["trainer.accelerator=gpu"], "torch sees no CUDA GPU on"),

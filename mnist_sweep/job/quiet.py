@@ -10,7 +10,11 @@ WARNING and above, and are still shown.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import warnings
+from collections.abc import Iterator
 
 # The loggers Lightning's rank_zero_info and device announcements write to (the standalone
 # `pytorch_lightning` package and the unified `lightning` one).
@@ -30,3 +34,29 @@ def quiet_lightning(show_info: bool = False) -> None:
     level = logging.NOTSET if show_info else logging.WARNING
     for name in INFO_LOGGERS:
         logging.getLogger(name).setLevel(level)
+
+
+# Lightning's Slurm detection (lightning_fabric/plugins/environments/slurm.py) on a machine
+# with Slurm installed, in a process that srun did not start
+SRUN_HINT = "The `srun` command is available on your system but is not used"
+
+
+@contextlib.contextmanager
+def srun_hint_off() -> Iterator[None]:
+    """For the job's training: no "The `srun` command is available on your system but is not
+    used. HINT: ... prepend your python command with `srun`" warning.
+
+    Lightning looks for Slurm whenever a Trainer starts and at every fit() and test() without
+    a checkpoint, and on a machine with Slurm installed warns each time that the process was
+    not started by srun. A job here trains on one device and is started by this command (or,
+    on Slurm, by the submitit launcher, through srun), so the hint is never the fix. The
+    warning is a PossibleUserWarning with that text, raised through `warnings`: it alone is
+    ignored, and only while the job trains (warnings.catch_warnings restores the filters
+    after); Lightning's other warnings still show.
+    """
+    from lightning_fabric.utilities.warnings import PossibleUserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(SRUN_HINT),
+                                category=PossibleUserWarning)
+        yield

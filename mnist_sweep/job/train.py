@@ -64,7 +64,7 @@ from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session
 from mnist_sweep.job.module import CNNClassifier
 from mnist_sweep.job.predictions import write_predictions
 from mnist_sweep.job.pruning import TrialPruned, trial_pruning
-from mnist_sweep.job.quiet import quiet_lightning
+from mnist_sweep.job.quiet import quiet_lightning, srun_hint_off
 from mnist_sweep.job.signature import job_signature
 from mnist_sweep.job.status import (
     DIVERGED,
@@ -344,8 +344,9 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     try:
         write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)
         placement = place_job(run_cfg, job_num, job_dir.parent if multirun else None)
-        metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME,
-                            placement=placement)
+        with srun_hint_off():  # job/quiet.py
+            metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME,
+                                placement=placement)
         write_status(job_dir, FINISHED, metrics=metrics, error=None)
     except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
         code = 143 if isinstance(exc, SIGTERMException) else 130

@@ -42,6 +42,7 @@ from mnist_sweep.sweep.refusals import clear_refusals, record_refusal, refused_j
 from mnist_sweep.sweep.signals import (
     forward_sigterm_to_jobs,
     mark_joblib_sweep,
+    remember_folder,
     stop_forwarding,
 )
 
@@ -206,19 +207,33 @@ def describe_search(config: DictConfig, sweep_dir: Path) -> None:
                             list(config.hydra.sweeper.get("params") or {}))
 
 
-# Sweep folders this process found missing or empty (on_multirun_start): a command refused
-# before its first job leaves them as they were, which is absent.
-_NEW_SWEEP_FOLDERS: set[Path] = set()
+# By sweep folder (on_multirun_start): the folders this command created for it, or is
+# about to, from the top down (the sweep folder itself and the ones above it, e.g. both
+# levels of the default multirun/<date>/<time>). A command refused before its first job
+# leaves them as they were, which is absent; a folder that was there before stays.
+_NEW_SWEEP_FOLDERS: dict[Path, list[Path]] = {}
+
+
+def remember_new_folders(sweep_dir: Path) -> None:
+    """Which folders of the sweep folder's path this command makes: those unique_dir made
+    as the folder's name was resolved, and those that do not exist yet (made by the lock)."""
+    from mnist_sweep.resolvers import CREATED_DIRS
+
+    folder = Path(os.path.abspath(sweep_dir))
+    path = [*reversed(folder.parents), folder]
+    _NEW_SWEEP_FOLDERS[folder] = [p for p in path if p in CREATED_DIRS or not p.exists()]
 
 
 def abandon_sweep(sweep_dir: Path) -> None:
     """Undo what on_multirun_start did to a sweep folder whose command is refused before any
-    job ran (a search whose settings the sweeper refuses): the lock goes, and a folder that
-    was new goes with it when nothing else was written there."""
+    job ran (a search whose settings the sweeper refuses): the lock goes, and the folders
+    the command created go with it, each while nothing else was written there."""
     release(sweep_dir)
-    folder = Path(os.path.abspath(sweep_dir))
-    if folder in _NEW_SWEEP_FOLDERS and folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
+    for folder in reversed(_NEW_SWEEP_FOLDERS.pop(Path(os.path.abspath(sweep_dir)), [])):
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:  # something was written there (or above: the folder is not empty)
+            break
 
 
 def dry_run_requested() -> bool:
@@ -280,6 +295,7 @@ class SweepCallback(Callback):
         run_cfg = check_config(config)
         check_device_here(run_cfg)  # a single run trains in this process
         folder = Path(str(config.hydra.run.dir)).resolve()
+        remember_folder("hydra.run.dir", folder)  # for the line after a Ctrl-C
         usable_folder(folder, "hydra.run.dir", writing=False)  # a finished run is only read
         job = PlannedJob(None, list(config.hydra.overrides.task), folder, run_cfg,
                          judge(folder, run_cfg, "hydra.run.dir"))
@@ -318,24 +334,23 @@ class SweepCallback(Callback):
     @ends_the_command(2)
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        usable_folder(sweep_dir, "hydra.sweep.dir")
-        new_folder = not sweep_dir.exists() or not any(sweep_dir.iterdir())
-        if new_folder:
-            _NEW_SWEEP_FOLDERS.add(Path(os.path.abspath(sweep_dir)))
-        if not dry_run_requested():
-            try:
-                note = acquire(sweep_dir, "sweep")
-            except FolderLocked as exc:
-                fail(str(exc))
-            if note:
-                log.warning(note)
-            clear_refusals(sweep_dir)  # under the sweep's lock: an earlier command's
+        remember_new_folders(sweep_dir)
+        remember_folder("hydra.sweep.dir", sweep_dir)  # for the line after a Ctrl-C
         try:
+            usable_folder(sweep_dir, "hydra.sweep.dir")
+            if not dry_run_requested():
+                try:
+                    note = acquire(sweep_dir, "sweep")
+                except FolderLocked as exc:
+                    fail(str(exc))
+                if note:
+                    log.warning(note)
+                clear_refusals(sweep_dir)  # under the sweep's lock: an earlier command's
             self._check_sweep(config, sweep_dir)
-        except BaseException:  # refused, a dry run or an error: the folder is left as it was
-            release(sweep_dir)
-            if new_folder and sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
-                sweep_dir.rmdir()
+        # refused, a dry run, an error or Ctrl-C (cli.py says how to continue): the folders
+        # are left as they were
+        except BaseException:
+            abandon_sweep(sweep_dir)
             raise
         forward_sigterm_to_jobs()
         if "joblib" in str(config.hydra.launcher.get("_target_", "")):

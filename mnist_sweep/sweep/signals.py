@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 _previous: Any = None
+# `hydra.sweep.dir=<folder>` (or hydra.run.dir) once the command knows its folder
+_continue_with: list[str] = []
 # The pid of a joblib sweep's process, for its workers (they inherit the environment)
 JOBLIB_SWEEP_PID_ENV = "MNIST_SWEEP_JOBLIB_SWEEP_PID"
 
@@ -99,3 +101,31 @@ def stop_forwarding() -> None:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, _previous)
         _previous = None
+
+
+def remember_folder(key: str, folder: Path) -> None:
+    """The command's sweep (or run) folder, for the line that ends it after a Ctrl-C."""
+    _continue_with[:] = [key, str(folder)]
+
+
+def stop_after_ctrl_c() -> None:
+    """Ctrl-C that reached no job's training (while the sweep checks its jobs, as a job
+    starts, between jobs): one line with the command to continue, the same as a job that
+    Ctrl-C interrupts gives (job/train.py), and exit code 130, as Ctrl-C ends a job. The
+    folder's lock goes now rather than when the process ends."""
+    import logging
+
+    from mnist_sweep.job.folder import folder_override
+    from mnist_sweep.locks import release
+
+    log = logging.getLogger("mnist_sweep")
+    if not _continue_with:
+        log.error("interrupted before anything was written: nothing to continue.")
+        raise SystemExit(130)
+    key, folder = _continue_with
+    release(Path(folder))
+    what = "sweep" if key == "hydra.sweep.dir" else "run"
+    log.error("%s interrupted. Run the same command with %s to continue it%s.", what,
+              folder_override(key, folder),
+              "; finished jobs are skipped" if what == "sweep" else "")
+    raise SystemExit(130)
