@@ -16,6 +16,7 @@ from rich.console import Console
 
 from mnist_sweep.report.compare import what_matters
 from mnist_sweep.report.plots import write_plots
+from mnist_sweep.report.race_section import print_race_section, race_section_markdown
 from mnist_sweep.report.read import Run, is_job_dir, read_folder, read_records
 from mnist_sweep.report.render import (
     COLUMNS,
@@ -66,13 +67,15 @@ def build_report(folder: Path, console: Console | None = None) -> Report:
     print_table(console, title, runs, labels, common)
     matters = what_matters(runs) if sum(r.finished for r in runs) > 1 else None
     print_what_matters(console, matters)
+    print_race_section(console, folder)  # a race's sweep folder: its race.json
     source = (f"read from their TensorBoard event files and status.json by "
               f"`{REPORT_CMD} {quoted([folder])}`")
     files = [
         write_text(folder / "summary.csv", csv_text(COLUMNS, map(record, runs))),
         write_text(folder / "summary.md",
                    summary_markdown(title.replace(str(folder), folder.name), runs, labels,
-                                    common, source, matters=matters)),
+                                    common, source, matters=matters)
+                   + race_section_markdown(folder)),
         *write_plots(runs, labels, folder),
     ]
     _announce(console, f"Report of {folder}", files)

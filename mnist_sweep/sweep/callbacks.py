@@ -236,6 +236,13 @@ def abandon_sweep(sweep_dir: Path) -> None:
             break
 
 
+def failures_count(config: DictConfig) -> bool:
+    """Whether a job that did not finish fails the command: in a grid and in a race (whose
+    failed runs are not results), not in a search (failed trials are part of it)."""
+    return (expand_basic_sweep(config) is not None
+            or "RaceSweeper" in str(config.hydra.sweeper.get("_target_", "")))
+
+
 def dry_run_requested() -> bool:
     return os.environ.get(DRY_RUN_ENV) == "1"
 
@@ -361,8 +368,8 @@ class SweepCallback(Callback):
         jobs = expand_basic_sweep(config)
         if jobs is None:  # a search: its trials are decided while it runs
             if dry_run_requested():
-                fail("--dry-run lists the jobs of a grid sweep; a search decides its trials "
-                     "while it runs.")
+                fail("--dry-run lists the jobs of a grid sweep; a search (or a race) "
+                     "decides its trials (runs) while it runs.")
             run_cfg = check_config(config)
             import copy
 
@@ -449,7 +456,7 @@ class SweepCallback(Callback):
                   f"{', '.join(damaged)}. Repair them, or delete them to run those jobs "
                   f"again.", file=sys.stderr)
         retry = [job for job in report.unsuccessful if job not in damaged]
-        if retry and expand_basic_sweep(config) is not None:
+        if retry and failures_count(config):
             print(f"{len(retry)} job(s) did not finish: "
                   f"{', '.join(retry)}. Re-run the same command with "
                   f"{folder_override('hydra.sweep.dir', sweep_dir)} to retry them; finished "
@@ -462,5 +469,5 @@ class SweepCallback(Callback):
         if refused:
             print(f"{len(refused)} job(s) were refused when they started: "
                   f"{', '.join(r['job'] for r in refused.values())}.", file=sys.stderr)
-        if damaged or refused or (retry and expand_basic_sweep(config) is not None):
+        if damaged or refused or (retry and failures_count(config)):
             raise SystemExit(1)

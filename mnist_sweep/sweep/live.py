@@ -49,7 +49,7 @@ WAITING, DAMAGED = "waiting", "damaged"
 DRAWING_ENV = "MNIST_SWEEP_LIVE_PID"  # the process drawing the table on the terminal
 # Overrides that never tell two jobs apart (where the data is, how much is printed).
 QUIET_KEYS = ("data.root", "resume", "trainer.enable_progress_bar", "trainer.num_threads",
-              "trainer.lightning_info", "hydra.", "hparams_search=", "search_trial=")
+              "trainer.lightning_info", "hydra.", "hparams_search=", "search_trial=", "race=")
 PENDING_ASK_S = 5.0  # how often squeue is asked about waiting Slurm jobs
 STYLES = {FINISHED: "green", RUNNING: "bold cyan", WAITING: "dim", "pruned": "yellow"}
 
@@ -288,7 +288,11 @@ def render(watcher: SweepWatcher, states: list[JobState]) -> Group:
             _acc(s.val_acc), _acc(s.val_acc_best),
             "-" if s.sec_per_epoch is None else f"{s.sec_per_epoch:.2f}",
             *([s.note] if notes else []))
-    return Group(Text(f"Sweep {watcher.sweep_dir}"), table, Text(watcher.summary(states)))
+    from mnist_sweep.report.race_section import live_lines  # a race's state, from race.json
+
+    race = [Text(line) for line in live_lines(watcher.sweep_dir)]
+    return Group(Text(f"Sweep {watcher.sweep_dir}"), table, *race,
+                 Text(watcher.summary(states)))
 
 
 def job_tag(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:

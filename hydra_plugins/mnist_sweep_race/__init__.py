@@ -1,0 +1,1 @@
+"""mnist_sweep's racing sweeper, registered where Hydra looks for plugins."""

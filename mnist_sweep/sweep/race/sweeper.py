@@ -1,0 +1,90 @@
+"""The racing sweeper: which configuration of a grid is better, with as few seeds as it takes.
+
+The command line's comma-separated overrides are the configurations (expanded as Hydra's
+basic sweeper expands them); the seeds 1, 2, 3, ... are the instances of an F-Race style
+race. Each round launches the runs the race asks for next through the configured launcher
+(one `launch` per round, so a round's runs go in parallel with joblib, submitit or Slurm),
+reads each run's end from its status.json, and replays the race over every finished result
+(mnist_sweep/report/racing.py), which drops the configurations the seeds show worse. The
+state is written to <sweep dir>/race.json after every round.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+log = logging.getLogger("mnist_sweep")
+NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"  # read by the per-job log lines (sweep/callbacks.py)
+# what a job's status.json records and a race can maximise
+METRICS = ("val/acc_best", "val/acc", "test/acc")
+
+
+class RaceSweeper(Sweeper):
+    """`race=seeds` (hydra/sweeper=race): see conf/hydra/sweeper/race.yaml for the settings."""
+
+    def __init__(self, min_seeds: Any = 3, max_seeds: Any = 10, alpha: Any = 0.05,
+                 equivalence: Any = 0.05, max_runs: Any = None,
+                 metric: Any = "val/acc_best") -> None:
+        self.settings_given = {"min_seeds": min_seeds, "max_seeds": max_seeds, "alpha": alpha,
+                               "equivalence": equivalence, "max_runs": max_runs}
+        self.metric = metric
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from mnist_sweep.sweep.callbacks import abandon_sweep
+        from mnist_sweep.sweep.race.configs import RaceError
+
+        try:
+            race = self._prepare(arguments)
+        except RaceError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            abandon_sweep(self.sweep_dir)  # no lock, file or new folder left
+            raise SystemExit(2) from None
+        except SystemExit:  # a check that ends the command itself (callbacks.fail)
+            abandon_sweep(self.sweep_dir)
+            raise
+        return race.run()
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+
+    def _prepare(self, arguments: list[str]) -> Any:
+        from mnist_sweep.sweep.callbacks import dry_run_requested
+        from mnist_sweep.sweep.race.configs import (
+            RaceError,
+            check_configurations,
+            configurations,
+        )
+        from mnist_sweep.sweep.race.run import Race, race_settings
+
+        if dry_run_requested():  # on_multirun_start refuses it first; kept for safety
+            raise RaceError("--dry-run lists the jobs of a grid sweep; a race decides its "
+                            "runs while it runs.")
+        if self.metric not in METRICS:
+            raise RaceError(f"hydra.sweeper.metric={self.metric} is not valid: expected one of "
+                            f"{' | '.join(METRICS)} (a race keeps the configurations with the "
+                            f"highest value).")
+        settings = race_settings(self.settings_given)
+        configs = configurations(arguments)
+        run_cfgs = check_configurations(configs, str(self.metric), self.compose)
+        return Race(self.launcher.launch, self.config, configs, run_cfgs, settings,
+                    str(self.metric), self.set_num_jobs)
+
+    def set_num_jobs(self, total: int) -> None:
+        os.environ[NUM_JOBS_ENV] = str(total)

@@ -1,0 +1,320 @@
+"""`race=seeds`, the racing sweeper, run for real in subprocesses on tiny data through
+joblib's launcher: a configuration that cannot learn is dropped after min_seeds, two
+configurations that train identically never get a winner, the same command again launches
+nothing, a SIGTERM leaves it consistent and the same command continues it to the same
+decisions, the report shows the race, and a race that cannot start is refused with one
+message and nothing left behind. The statistics themselves are report/racing.py's."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from rich.console import Console
+
+from mnist_sweep.report.race_section import RACE_FILE, race_markdown
+from mnist_sweep.sweep.race.adapt import check_budget, make_settings
+from mnist_sweep.sweep.race.configs import RaceError, configurations
+from mnist_sweep.sweep.race.runs import Matcher
+from mnist_sweep.sweep.signals import descendants
+from tests.conftest import MPL_CONFIG_DIR, run_cli
+
+pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+
+# Two 1-thread jobs at a time; 2 epochs of 16 batches: lr=0.01 learns the tiny digits
+# (100% validation accuracy on every seed), lr=1e-9 stays at chance (8-15%).
+RACE = ["-m", "race=seeds", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "trainer.num_threads=1", "trainer.enable_progress_bar=false", "data.val_size=128",
+        "data.batch_size=32", "trainer.max_epochs=2", "hydra.sweeper.max_seeds=4"]
+LEARNS, CANNOT = "optim.lr=0.01", "optim.lr=1e-09"
+
+
+def race_args(tiny_root: Path, sweep: Path, *extra: str) -> list[str]:
+    return [*RACE, *extra, f"data.root={tiny_root}", f"hydra.sweep.dir={sweep}"]
+
+
+def read_race(sweep: Path) -> dict:
+    return json.loads((sweep / RACE_FILE).read_text())
+
+
+def by_name(record: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in record["configurations"]}
+
+
+def decisions(record: dict) -> dict:
+    """What a race decided: per configuration its status, the look that dropped it, the
+    seeds counted and each counted seed's value; the stop reason and the runs used."""
+    return {"stop": record["stop_reason"], "over": record["over"],
+            "launched": record["runs_launched"],
+            "configs": {c["name"]: (c["status"], c["dropped_after"], c["seeds_counted"],
+                                    {r["seed"]: r["value"] for r in c["runs"] if r["counted"]})
+                        for c in record["configurations"]}}
+
+
+def job_folders(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()),
+                  key=lambda p: int(p.name.split("_")[0]))
+
+
+def seed_and_lr(folder: Path) -> tuple[int, str]:
+    overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+    seed = next(int(o.split("=")[1]) for o in overrides if o.startswith("seed="))
+    lr = next(o for o in overrides if o.startswith("optim.lr="))
+    return seed, lr
+
+
+@pytest.fixture(scope="module")
+def race(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One finished race: optim.lr=1e-9 against 0.01, min_seeds 3, max_seeds 4."""
+    cwd = tmp_path_factory.mktemp("race")
+    sweep = cwd / "race"
+    args = race_args(tiny_root, sweep, "optim.lr=1e-9,0.01")
+    result = run_cli(args, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return SimpleNamespace(cwd=cwd, sweep=sweep, args=args, result=result,
+                           out=result.stdout + result.stderr,
+                           text=(sweep / RACE_FILE).read_text())
+
+
+# ---- a real race ----------------------------------------------------------------------
+
+def test_a_configuration_that_cannot_learn_is_dropped_after_min_seeds(race) -> None:
+    record = json.loads(race.text)
+    configs = by_name(record)
+    assert configs[CANNOT]["status"] == "dropped", configs
+    assert configs[CANNOT]["dropped_after"] == 3
+    assert configs[CANNOT]["status_text"].startswith("dropped after seed 3 (p ")
+    assert configs[CANNOT]["evidence"].startswith("dropped at 3 seeds: ")
+    assert f"below {LEARNS}" in configs[CANNOT]["evidence"]
+    assert configs[LEARNS]["status"] == "winner" and configs[LEARNS]["seeds_counted"] == 3
+    assert record["over"] and record["stop_reason"] == "one left"
+    assert record["metric"] == "val/acc_best" and not record["selected_on_test"]
+    assert record["settings"] == {"min_seeds": 3, "max_seeds": 4, "alpha": 0.05,
+                                  "equivalence": 0.05, "max_runs": None}
+    assert (record["runs_launched"], record["runs_fixed_design"]) == (6, 8)
+    # one round, one launch: six runs numbered in launch order, one folder per
+    # (configuration, seed), each run's numbers as its status.json records them
+    assert race.out.count("Launching jobs, sweep output dir") == 1
+    folders = job_folders(race.sweep)
+    assert [int(p.name.split("_")[0]) for p in folders] == list(range(6))
+    assert sorted(seed_and_lr(p) for p in folders) == sorted(
+        (s, lr) for s in (1, 2, 3) for lr in (LEARNS, CANNOT))
+    for folder in folders:
+        seed, lr = seed_and_lr(folder)
+        status = json.loads((folder / "status.json").read_text())
+        assert status["status"] == "finished"
+        run = next(r for r in configs[lr]["runs"] if r["seed"] == seed)
+        assert run["job"] == folder.name and run["counted"]
+        assert run["value"] == status["metrics"]["val/acc_best"]
+        assert run["test"] == status["metrics"]["test/acc"]
+    assert all(r["value"] == 1.0 for r in configs[LEARNS]["runs"])
+    # one line per configuration per round, and the result
+    assert f"race: {CANNOT}: dropped after seed 3 (p " in race.out
+    assert f"race: {LEARNS}: winner, 3 seeds, mean val/acc_best 100.00%" in race.out
+    assert f"race on val/acc_best: {LEARNS} beats {CANNOT} by" in race.out
+
+
+def test_the_report_has_a_race_section(race) -> None:
+    summary = (race.sweep / "summary.md").read_text()
+    section = summary[summary.index("## Race"):]
+    assert f"**Result:** on val/acc_best, {LEARNS} beats {CANNOT} by" in section
+    assert "| configuration | status | seeds | val/acc_best (%, 95%) | test/acc (%, 95%) |" \
+        in section
+    assert f"| {LEARNS} | winner | 3 | 100.00 +/- 0.00 |" in section
+    assert f"| {CANNOT} | dropped after seed 3 (p " in section
+    assert f"- {CANNOT}: dropped at 3 seeds: " in section
+    assert "Runs used: 6 against the fixed design's 8 (all 2 configurations to 4 seeds, 75%)." \
+        in section
+    assert "Selected on the test set" not in section
+    assert "\nRace\n" in race.result.stdout and f"Result: on val/acc_best, {LEARNS} beats" \
+        in race.result.stdout
+    # rebuilt from the folder alone (race.json), the section is the same
+    from mnist_sweep.report import build_report
+
+    build_report(race.sweep, Console(file=StringIO(), width=200))
+    rebuilt = (race.sweep / "summary.md").read_text()
+    assert rebuilt[rebuilt.index("## Race"):] == section
+
+
+def test_the_same_command_again_launches_nothing_and_decides_the_same(race) -> None:
+    again = run_cli(race.args, cwd=race.cwd)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    out = again.stdout + again.stderr
+    assert "6 finished run(s) found" in out
+    assert "Launching jobs" not in out and "race round" not in out
+    assert len(job_folders(race.sweep)) == 6
+    before, after = json.loads(race.text), read_race(race.sweep)
+    before.pop("updated"), after.pop("updated")
+    assert after == before
+
+
+def _freeze(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
+        race, tiny_root: Path, tmp_path: Path) -> None:
+    """SIGTERM to the race's process while a job trains: the job records itself
+    interrupted, race.json stays whole, and the same command relaunches that run in its own
+    folder and ends with the decisions of the uninterrupted race (the fixture's command)."""
+    sweep = tmp_path / "race"
+    args = race_args(tiny_root, sweep, "optim.lr=1e-9,0.01")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"), "HYDRA_FULL_ERROR": "",
+           "MPLCONFIGDIR": MPL_CONFIG_DIR}
+    env.pop("MNIST_SWEEP_DATA", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    workers: list[int] = []
+    running: list[Path] = []
+    try:
+        # Look with the race's workers stopped (SIGSTOP), so that what status.json says is
+        # still true when the signal comes: a job that says `running` has its stop handler
+        # installed and cannot finish before it gets the SIGTERM.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            workers = descendants(proc.pid)
+            _freeze(workers, signal.SIGSTOP)
+            running = [p.parent for p in sweep.glob("*_*/status.json")
+                       if json.loads(p.read_text()).get("status") == "running"]
+            if running:
+                break
+            _freeze(workers, signal.SIGCONT)
+            time.sleep(0.02)
+        assert running, "no job of the race was seen running"
+        os.kill(proc.pid, signal.SIGTERM)  # the race's process passes it on to its workers
+        proc.wait(timeout=60)
+    finally:
+        _freeze(workers, signal.SIGCONT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
+    deadline = time.monotonic() + 60  # the workers record the stop, then exit
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.05)
+    record = read_race(sweep)  # whole: the state before the round that was stopped
+    assert not record["over"] and record["runs_launched"] == 0
+    assert {c["status"] for c in record["configurations"]} == {"racing"}
+    stopped = {p.name: json.loads((p / "status.json").read_text()) for p in running}
+    for name, status in stopped.items():
+        assert status["status"] == "interrupted", (name, status)
+
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in stopped:  # relaunched under its own number, in its own folder
+        status = json.loads((sweep / name / "status.json").read_text())
+        assert status["status"] == "finished" and "resumed_from" in status, status
+    assert len(job_folders(sweep)) == 6
+    assert decisions(read_race(sweep)) == decisions(json.loads(race.text))
+
+
+def test_identical_configurations_never_get_a_winner(tiny_root: Path, tmp_path: Path) -> None:
+    # trainer.lightning_info only shows or hides Lightning's informational lines: the two
+    # configurations train the same network on the same seeds, so they are equal
+    sweep = tmp_path / "race"
+    result = run_cli(race_args(tiny_root, sweep, "optim.lr=0.01",
+                               "trainer.lightning_info=false,true"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = read_race(sweep)
+    statuses = {c["name"]: c["status"] for c in record["configurations"]}
+    assert set(statuses) == {"trainer.lightning_info=False", "trainer.lightning_info=True"}
+    assert "winner" not in statuses.values() and "dropped" not in statuses.values(), record
+    assert record["over"] and set(statuses.values()) <= {"equal", "undecided"}
+    a, b = record["configurations"]
+    assert [r["value"] for r in a["runs"]] == [r["value"] for r in b["runs"]]
+    summary = (sweep / "summary.md").read_text()
+    assert "are equal within +/- 0.05 points" in summary or "undecided" in summary
+
+
+# ---- refusals -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["optim.lr=1e-9,0.01", "seed=1,2"], "`seed=1,2`: a race chooses the seeds itself"),
+    (["optim.lr=1e-9,0.01", "data.val_size=0"],
+     "hydra.sweeper.metric=val/acc_best needs a validation set, and every configuration "
+     "has data.val_size=0"),
+    (["optim.lr=1e-9,0.01", "hydra.sweeper.alpha=0.7"], "hydra.sweeper.alpha=0.7 must be"),
+])
+def test_a_race_that_cannot_start_is_refused_with_one_message(
+        tiny_root: Path, tmp_path: Path, extra: list[str], says: str) -> None:
+    sweep = tmp_path / "race"
+    result = run_cli(race_args(tiny_root, sweep, *extra), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not sweep.exists()  # no folder, lock or file left behind
+
+
+# ---- the pieces, in this process ------------------------------------------------------
+
+def test_the_grid_is_expanded_as_the_basic_sweeper_does() -> None:
+    configs = configurations(["head=gmp,gap", "optim.lr=0.01,0.001", "data.root=/d",
+                              "race=seeds"])
+    assert [c.name for c in configs] == ["head=gmp optim.lr=0.01", "head=gmp optim.lr=0.001",
+                                         "head=gap optim.lr=0.01", "head=gap optim.lr=0.001"]
+    assert configs[0].run_overrides(2) == ["head=gmp", "optim.lr=0.01", "data.root=/d",
+                                           "race=seeds", "seed=2"]
+
+
+@pytest.mark.parametrize(("arguments", "says"), [
+    (["head=gmp,gap", "+seed=3"], "a race chooses the seeds itself"),
+    (["head=gmp"], "a race needs two or more configurations"),
+    (["optim.lr=0.01,0.010"], "lists the configuration optim.lr=0.01 twice"),
+    (["optim.lr=interval(0.001,0.01)"], "a grid of listed values"),
+])
+def test_grids_a_race_cannot_run_are_refused(arguments: list[str], says: str) -> None:
+    with pytest.raises(RaceError) as caught:
+        configurations(arguments)
+    assert says in str(caught.value)
+
+
+def test_settings_are_refused_by_their_key() -> None:
+    given = {"min_seeds": 3, "max_seeds": 10, "alpha": 0.05, "equivalence": 0.05,
+             "max_runs": None}
+    assert make_settings(given).max_seeds == 10
+    for key, value, says in (("min_seeds", 1, "hydra.sweeper.min_seeds=1 is too few"),
+                             ("max_seeds", 2, "hydra.sweeper.max_seeds=2 is below"),
+                             ("equivalence", -1, "hydra.sweeper.equivalence=-1 must be")):
+        with pytest.raises(RaceError) as caught:
+            make_settings({**given, key: value})
+        assert str(caught.value).startswith(says), str(caught.value)
+    with pytest.raises(RaceError, match="hydra.sweeper.max_runs=5 cannot pay for the first"):
+        check_budget(["a", "b"], make_settings({**given, "max_runs": 5}))
+
+
+def test_job_folders_are_recognised_by_their_overrides() -> None:
+    configs = configurations(["head=gmp,gap", "data.root=/d"])
+    match = Matcher(configs, ["data.root"])
+    assert match(("head=gap", "data.root=/d")) == "head=gap"
+    assert match(("data.root=/d", "head=gmp")) == "head=gmp"  # any order
+    assert match(("head=gmp", "data.root=/moved")) == "head=gmp"  # a quiet key changed
+    assert match(("head=flatten", "data.root=/d")) is None
+
+
+def test_a_race_on_the_test_set_is_flagged() -> None:
+    record = {"metric": "test/acc", "settings": {"max_seeds": 4}, "over": True,
+              "stop_reason": "one left", "result": "a beats b by 1.00 points after 3 seeds",
+              "runs_launched": 6, "runs_counted": 6, "runs_fixed_design": 8,
+              "configurations": [
+                  {"name": "a", "status": "winner", "seeds_counted": 3, "mean": 99.0,
+                   "low": 98.0, "high": 100.0, "runs": []},
+                  {"name": "b", "status": "dropped", "status_text": "dropped after seed 3",
+                   "evidence": "dropped at 3 seeds: ...", "dropped_after": 3,
+                   "seeds_counted": 3, "mean": 98.0, "low": None, "high": None, "runs": []}]}
+    text = "\n".join(race_markdown(record))
+    assert "**Selected on the test set (hydra.sweeper.metric=test/acc)" in text
+    assert "| configuration | status | seeds | test/acc (%, 95%) |" in text
+    assert "| a | winner | 3 | 99.00 +/- 1.00 |" in text
