@@ -31,16 +31,18 @@ from tests.conftest import MPL_CONFIG_DIR, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 
-# Two 1-thread jobs at a time; 2 epochs of 16 batches: lr=0.01 learns the tiny digits
-# (100% validation accuracy on every seed), lr=1e-9 stays at chance (8-15%).
-RACE = ["-m", "race=seeds", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "trainer.num_threads=1", "trainer.enable_progress_bar=false", "data.val_size=128",
-        "data.batch_size=32", "trainer.max_epochs=2", "hydra.sweeper.max_seeds=4"]
+# 2 epochs of 16 batches: lr=0.01 learns the tiny digits (100% validation accuracy on
+# every seed), lr=1e-9 stays at chance (8-15%).
+RACE = ["-m", "race=seeds", "trainer.num_threads=1", "trainer.enable_progress_bar=false",
+        "data.val_size=128", "data.batch_size=32", "trainer.max_epochs=2",
+        "hydra.sweeper.max_seeds=4"]
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # two 1-thread jobs at a time
 LEARNS, CANNOT = "optim.lr=0.01", "optim.lr=1e-09"
 
 
-def race_args(tiny_root: Path, sweep: Path, *extra: str) -> list[str]:
-    return [*RACE, *extra, f"data.root={tiny_root}", f"hydra.sweep.dir={sweep}"]
+def race_args(tiny_root: Path, sweep: Path, *extra: str, joblib: bool = True) -> list[str]:
+    return [*RACE, *(JOBLIB if joblib else []), *extra, f"data.root={tiny_root}",
+            f"hydra.sweep.dir={sweep}"]
 
 
 def read_race(sweep: Path) -> dict:
@@ -158,6 +160,12 @@ def test_the_same_command_again_launches_nothing_and_decides_the_same(race) -> N
     assert after == before
 
 
+def _running(sweep: Path) -> list[Path]:
+    """The job folders whose status.json says `running` (written atomically)."""
+    return [p.parent for p in sweep.glob("*_*/status.json")
+            if json.loads(p.read_text()).get("status") == "running"]
+
+
 def _freeze(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -185,14 +193,14 @@ def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
         # installed and cannot finish before it gets the SIGTERM.
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            workers = descendants(proc.pid)
-            _freeze(workers, signal.SIGSTOP)
-            running = [p.parent for p in sweep.glob("*_*/status.json")
-                       if json.loads(p.read_text()).get("status") == "running"]
-            if running:
-                break
-            _freeze(workers, signal.SIGCONT)
-            time.sleep(0.02)
+            if _running(sweep):  # then look again with the workers stopped
+                workers = descendants(proc.pid)
+                _freeze(workers, signal.SIGSTOP)
+                running = _running(sweep)
+                if running:
+                    break
+                _freeze(workers, signal.SIGCONT)
+            time.sleep(0.05)
         assert running, "no job of the race was seen running"
         os.kill(proc.pid, signal.SIGTERM)  # the race's process passes it on to its workers
         proc.wait(timeout=60)
@@ -222,20 +230,47 @@ def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
 
 def test_identical_configurations_never_get_a_winner(tiny_root: Path, tmp_path: Path) -> None:
     # trainer.lightning_info only shows or hides Lightning's informational lines: the two
-    # configurations train the same network on the same seeds, so they are equal
+    # configurations train the same network on the same seeds, so they are equal. Hydra's
+    # basic launcher: one run after another, in the race's own process.
     sweep = tmp_path / "race"
     result = run_cli(race_args(tiny_root, sweep, "optim.lr=0.01",
-                               "trainer.lightning_info=false,true"), cwd=tmp_path)
+                               "trainer.lightning_info=false,true", joblib=False),
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = read_race(sweep)
     statuses = {c["name"]: c["status"] for c in record["configurations"]}
     assert set(statuses) == {"trainer.lightning_info=False", "trainer.lightning_info=True"}
     assert "winner" not in statuses.values() and "dropped" not in statuses.values(), record
-    assert record["over"] and set(statuses.values()) <= {"equal", "undecided"}
     a, b = record["configurations"]
     assert [r["value"] for r in a["runs"]] == [r["value"] for r in b["runs"]]
+    # the same values on every seed: equal within the margin at the first look
+    assert record["over"] and record["stop_reason"] == "equal within 0.05 points"
+    assert set(statuses.values()) == {"equal"} and a["seeds_counted"] == b["seeds_counted"] == 3
     summary = (sweep / "summary.md").read_text()
-    assert "are equal within +/- 0.05 points" in summary or "undecided" in summary
+    assert "are equal within +/- 0.05 points after 3 seeds" in summary
+
+
+def test_a_failed_run_never_counts_is_asked_again_then_stops_the_race(
+        tiny_root: Path, tmp_path: Path) -> None:
+    # optim.lr=1e6 diverges in its first epoch, on every seed
+    sweep = tmp_path / "race"
+    result = run_cli(race_args(tiny_root, sweep, "optim.lr=1e6,0.01", "trainer.max_epochs=1",
+                               "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=2",
+                               joblib=False), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    record = read_race(sweep)
+    assert not record["over"] and record["stop_reason"].startswith(
+        "stopped: optim.lr=1000000.0 seed 1 (job 1) ended diverged")
+    assert "2 times in this command" in record["stop_reason"]
+    diverging = by_name(record)["optim.lr=1000000.0"]
+    assert diverging["seeds_counted"] == 0 and diverging["mean"] is None
+    assert [(r["status"], r["result"], r["value"]) for r in diverging["runs"]] == [
+        ("diverged", False, None)] * 2
+    assert by_name(record)[LEARNS]["status"] == "racing"  # nothing is decided on it
+    assert len(job_folders(sweep)) == 4  # asked again in their own folders, not new ones
+    out = result.stdout + result.stderr
+    assert out.count("-> diverged") == 4
+    assert "Not over: stopped: optim.lr=1000000.0 seed 1" in result.stdout
 
 
 # ---- refusals -------------------------------------------------------------------------

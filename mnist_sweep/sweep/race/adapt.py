@@ -53,7 +53,8 @@ def status_text(state: RaceState, name: str) -> str:
     if c.status == DROPPED and c.drop is not None:
         if c.drop.withdrawn:
             return f"dropped after seed {c.drop.look} (withdrawn)"
-        return f"dropped after seed {c.drop.look} (p {c.drop.p:.2g})"
+        p = "p < 0.001" if c.drop.p < 0.001 else f"p {c.drop.p:.2g}"
+        return f"dropped after seed {c.drop.look} ({p})"
     return c.status
 
 
@@ -79,7 +80,7 @@ def config_lines(state: RaceState, metric: str) -> list[str]:
     """One log line per configuration: status, seeds counted, mean so far."""
     lines = []
     for name, c in state.configs.items():
-        mean = "-" if c.mean is None else f"{c.mean:.2f}"
+        mean = "-" if c.mean is None else f"{c.mean:.2f}%"
         lines.append(f"{name}: {status_text(state, name)}, {c.seeds} seed"
-                     f"{'s' * (c.seeds != 1)}, mean {metric} {mean}%")
+                     f"{'s' * (c.seeds != 1)}, mean {metric} {mean}")
     return lines
