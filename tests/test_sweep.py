@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import REPO, TINY, TINY_DATA, run_cli
+from tests.conftest import REPO, TINY, TINY_DATA, run_in_process
 
 SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr",
            "time/epoch_seconds", "test/acc", "test/loss"}
@@ -30,7 +30,7 @@ def read_tb(run_dir: Path) -> tuple[EventAccumulator, dict]:
 @pytest.fixture(scope="module")
 def sweep_run(tiny_root, tmp_path_factory) -> tuple[Path, str]:
     cwd = tmp_path_factory.mktemp("main_job")
-    proc = run_cli(["head=gmp,gap", "-m", f"data.root={tiny_root}", *TINY,
+    proc = run_in_process(["head=gmp,gap", "-m", f"data.root={tiny_root}", *TINY,
                     "hydra.sweep.dir=sweep"], cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd / "sweep", proc.stdout + proc.stderr
@@ -80,8 +80,8 @@ def test_the_multirun_narrates_each_job(sweep_run) -> None:
 
 
 def test_single_run_from_another_directory(tiny_root, tmp_path) -> None:
-    proc = run_cli([f"data.root={tiny_root}", *TINY, "trainer.max_epochs=1", "experiment=seed004",
-                    "hydra.run.dir=single"], cwd=tmp_path)
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, "trainer.max_epochs=1",
+                           "experiment=seed004", "hydra.run.dir=single"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "12316 trainable parameters" in proc.stderr + proc.stdout
     status = json.loads((tmp_path / "single" / "status.json").read_text())
@@ -107,7 +107,7 @@ def test_wheel_carries_the_configs(tmp_path) -> None:
 def test_val_size_zero_trains_on_every_image_and_validates_nothing(tiny_root, tmp_path) -> None:
     import torch
 
-    proc = run_cli([f"data.root={tiny_root}", *TINY, "data.val_size=0",
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, "data.val_size=0",
                     "hydra.run.dir=all60k"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = tmp_path / "all60k"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_in_process
 from tests.tensorboard_client import get, post, scalar_series, tensorboard_server
 
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
@@ -24,8 +24,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> dict[str
     """Run a real head=gmp,gap sweep; return TensorBoard run name -> the job's facts."""
     work = tmp_path_factory.mktemp("tb_sweep")
     sweep_dir = work / "sweep"
-    proc = run_cli(["head=gmp,gap", "-m", *TINY, "trainer.num_threads=1", f"data.root={tiny_root}",
-                    f"hydra.sweep.dir={sweep_dir}"], cwd=work)
+    proc = run_in_process(["head=gmp,gap", "-m", *TINY, "trainer.num_threads=1",
+                           f"data.root={tiny_root}", f"hydra.sweep.dir={sweep_dir}"], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = {}
     for status_file in sorted(sweep_dir.glob("*/status.json")):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, TINY_DATA, run_cli
+from tests.conftest import TINY, TINY_DATA, run_in_process
 from tests.test_reliability import SLOW, _start, _wait_for, jobs_of, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -35,9 +35,9 @@ def test_a_sweep_over_finished_jobs_of_another_configuration_is_refused(
         tiny_root, tmp_path) -> None:
     numbered = ["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH,
                 "hydra.sweep.dir=x", "hydra.sweep.subdir=${hydra.job.num}"]
-    assert run_cli(numbered, cwd=tmp_path).returncode == 0
+    assert run_in_process(numbered, cwd=tmp_path).returncode == 0
     before = snapshot(tmp_path / "x")
-    refused = run_cli([*numbered, "head=gap"], cwd=tmp_path)
+    refused = run_in_process([*numbered, "head=gap"], cwd=tmp_path)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "nothing was run or written" in refused.stderr
     for job in ("x/0", "x/1"):
@@ -49,25 +49,25 @@ def test_a_sweep_over_finished_jobs_of_another_configuration_is_refused(
     # the default subdir names folders by their overrides: a different sweep into the same
     # folder would mix two sweeps with repeated job numbers in one report
     named = ["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, "hydra.sweep.dir=y"]
-    assert run_cli(named, cwd=tmp_path).returncode == 0
+    assert run_in_process(named, cwd=tmp_path).returncode == 0
     before = snapshot(tmp_path / "y")
-    refused = run_cli([*named, "head=gap"], cwd=tmp_path)
+    refused = run_in_process([*named, "head=gap"], cwd=tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.count("of another sweep") == 2
     assert snapshot(tmp_path / "y") == before
     # the dry run lists the same verdicts and writes nothing
-    dry = run_cli([*named, "head=gap", "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*named, "head=gap", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 2 and "2 problem(s) would stop this command" in dry.stdout
     assert snapshot(tmp_path / "y") == before
 
     # the same command again skips both finished jobs without touching them; a third
     # seed extends the sweep
-    dry = run_cli([*named, "seed=1,2,3", "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*named, "seed=1,2,3", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-2000:]
     lines = dry.stdout.splitlines()
     assert [ln.split()[2] for ln in lines if ln.startswith("job ")] == ["skip", "skip", "run"]
     assert "1 to run, 2 to skip." in dry.stdout
-    again = run_cli(named, cwd=tmp_path)
+    again = run_in_process(named, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     for job in jobs_of(tmp_path / "y"):
         assert {p: b for p, b in snapshot(job).items() if p.suffix != ".log"} == {
@@ -84,7 +84,7 @@ def test_a_resumed_run_must_keep_its_configuration(tiny_root, tmp_path) -> None:
     before = snapshot(tmp_path / "run")
     for change, shown in (("head=gap", "model.head: gmp -> gap"),
                           ("optim.lr=0.03", "optim.lr: 0.003 -> 0.03")):
-        refused = run_cli([*args, change], cwd=tmp_path)
+        refused = run_in_process([*args, change], cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert shown in refused.stderr and "To continue it, run" in refused.stderr
         assert snapshot(tmp_path / "run") == before
@@ -94,7 +94,8 @@ def test_a_resumed_run_must_keep_its_configuration(tiny_root, tmp_path) -> None:
     assert "test/acc" not in acc.Tags()["scalars"]
     assert "_hparams_/session_end_info" not in acc.PluginTagToContent("hparams")
     # a speed switch is not a different run: it may change on resume
-    resumed = run_cli([*args, "trainer.num_threads=1", "model.channels_last=true"], cwd=tmp_path)
+    resumed = run_in_process([*args, "trainer.num_threads=1", "model.channels_last=true"],
+                             cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert status_of(tmp_path / "run")["status"] == "finished"
 
@@ -105,14 +106,14 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path) -> No
     cuDNN does not promise the same numbers twice."""
     args = [f"data.root={tiny_root}", *SLOW, "model.dropout=0.2", "data.augment.enabled=true",
             "trainer.accelerator=cpu"]
-    whole = run_cli([*args, "hydra.run.dir=whole"], cwd=tmp_path)
+    whole = run_in_process([*args, "hydra.run.dir=whole"], cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr[-2000:]
     proc = _start([*args, "hydra.run.dir=cut"], tmp_path)
     _wait_for(tmp_path / "cut", "checkpoints/last.ckpt", proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
     assert status_of(tmp_path / "cut")["epoch"] < 3
-    resumed = run_cli([*args, "hydra.run.dir=cut"], cwd=tmp_path)
+    resumed = run_in_process([*args, "hydra.run.dir=cut"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     expected, got = (status_of(tmp_path / d)["metrics"] for d in ("whole", "cut"))
     for key in ("test/acc", "test/loss", "val/acc_best", "val/acc", "epochs"):
@@ -127,14 +128,14 @@ def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
     first = _start(args, tmp_path)
     try:
         _wait_for(tmp_path / "sweep", "0_*/checkpoints/last.ckpt", first)
-        second = run_cli(args, cwd=tmp_path)
+        second = run_in_process(args, cwd=tmp_path)
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"is in use by pid {first.pid} on " in second.stderr
         assert "started 20" in second.stderr
         # a single run into a job folder of the running sweep is refused too
         (job,) = jobs_of(tmp_path / "sweep")
-        single = run_cli([f"data.root={tiny_root}", *SLOW, f"hydra.run.dir='{job}'"],
-                         cwd=tmp_path)
+        single = run_in_process([f"data.root={tiny_root}", *SLOW, f"hydra.run.dir='{job}'"],
+                                cwd=tmp_path)
         assert single.returncode == 2 and "is in use by" in single.stderr
         assert first.poll() is None, "the first sweep ended before it could be killed"
     finally:
@@ -142,7 +143,7 @@ def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
         first.wait(timeout=60)
     # SIGKILL left the lock file; the next process takes it over and finishes the sweep
     assert (tmp_path / "sweep" / ".mnist_sweep.lock").is_file()
-    third = run_cli(args, cwd=tmp_path)
+    third = run_in_process(args, cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-2000:]
     assert f"left by pid {first.pid}" in third.stdout + third.stderr
     statuses = [status_of(j)["status"] for j in jobs_of(tmp_path / "sweep")]
@@ -151,14 +152,14 @@ def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
 
 
 def test_a_blown_up_run_ends_diverged_with_strict_json(tiny_root, tmp_path) -> None:
-    proc = run_cli([f"data.root={tiny_root}", *ONE_EPOCH, "head=gap", "optim.lr=1e9",
+    proc = run_in_process([f"data.root={tiny_root}", *ONE_EPOCH, "head=gap", "optim.lr=1e9",
                     "hydra.run.dir=w"], cwd=tmp_path)
     assert proc.returncode == 1
     status = strict_json(tmp_path / "w" / "status.json")
     assert status["status"] == "diverged"
     assert re.search(r"loss is (nan|inf|\S+, above trainer.divergence_loss)", status["error"])
     # a finite loss that exploded past the documented bound is diverged too
-    bound = run_cli([f"data.root={tiny_root}", *ONE_EPOCH, "trainer.divergence_loss=0.5",
+    bound = run_in_process([f"data.root={tiny_root}", *ONE_EPOCH, "trainer.divergence_loss=0.5",
                      "hydra.run.dir=b"], cwd=tmp_path)
     assert bound.returncode == 1
     status = strict_json(tmp_path / "b" / "status.json")
@@ -170,7 +171,7 @@ def test_a_blown_up_run_ends_diverged_with_strict_json(tiny_root, tmp_path) -> N
 
 
 def test_tensorboard_series_hold_only_measured_points(tiny_root, tmp_path) -> None:
-    proc = run_cli([f"data.root={tiny_root}", *TINY, "hydra.run.dir=r"], cwd=tmp_path)
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, "hydra.run.dir=r"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = status_of(tmp_path / "r")
     acc = EventAccumulator(str(tmp_path / "r" / "tb" / TINY_DATA), size_guidance={"scalars": 0})
@@ -187,10 +188,10 @@ def test_tensorboard_series_hold_only_measured_points(tiny_root, tmp_path) -> No
 
 def test_a_damaged_status_is_never_taken_for_not_started(tiny_root, tmp_path) -> None:
     args = [f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=r"]
-    assert run_cli(args, cwd=tmp_path).returncode == 0
+    assert run_in_process(args, cwd=tmp_path).returncode == 0
     (tmp_path / "r" / "status.json").write_text('{"status": "finish')
     before = snapshot(tmp_path / "r")
-    again = run_cli(args, cwd=tmp_path)
+    again = run_in_process(args, cwd=tmp_path)
     assert again.returncode == 2
     assert "status.json is damaged" in again.stderr and "not run again" in again.stderr
     assert snapshot(tmp_path / "r") == before
@@ -202,14 +203,14 @@ def test_long_override_lists_get_folder_names_that_fit(tiny_root, tmp_path) -> N
             "data.augment.enabled=true", "data.augment.rotation=10",
             "data.augment.translate=0.05", "data.augment.scale=0.05", "-m",
             f"data.root={tiny_root}", *ONE_EPOCH, "hydra.sweep.dir=sweep"]
-    proc = run_cli(args, cwd=tmp_path)
+    proc = run_in_process(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = [j.name for j in jobs_of(tmp_path / "sweep")]
     assert len(names) == 2 and names[0] != names[1]
     assert all(len(n.encode()) <= 130 and n.startswith(("0_", "1_")) for n in names), names
     # a folder name the file system cannot hold is refused before anything starts
-    too_long = run_cli([f"data.root={tiny_root}", *ONE_EPOCH, f"hydra.run.dir={'r' * 300}"],
-                       cwd=tmp_path)
+    too_long = run_in_process([f"data.root={tiny_root}", *ONE_EPOCH, f"hydra.run.dir={'r' * 300}"],
+                              cwd=tmp_path)
     assert too_long.returncode == 2 and "over the 255 its file system allows" in too_long.stderr
 
 
@@ -224,7 +225,7 @@ def test_a_full_disk_fails_the_job_and_stops_the_sweep_cleanly(tiny_root, tmp_pa
     if os.geteuid() != 0 or not _mount_tmpfs(disk, "2m"):
         pytest.skip("mounting a tmpfs needs root")
     try:
-        proc = run_cli(["filters=16,128,24", "-m", f"data.root={tiny_root}", *ONE_EPOCH,
+        proc = run_in_process(["filters=16,128,24", "-m", f"data.root={tiny_root}", *ONE_EPOCH,
                         f"hydra.sweep.dir={disk / 'sweep'}"], cwd=tmp_path)
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert proc.stderr.count("Error: ") == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli
+from tests.conftest import TINY, TINY_DATA, report_in_process, run_in_process
 from tests.test_reliability import SLOW, _start, _wait_for, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -38,16 +38,14 @@ def report_rows(sweep: Path) -> dict[str, dict[str, str]]:
 
 
 def run_report(folder: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MPLCONFIGDIR": MPL_CONFIG_DIR}
-    return subprocess.run([sys.executable, "-m", "mnist_sweep.report", str(folder)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return report_in_process([folder], cwd)
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tiny_root, tmp_path_factory) -> Path:
     """A finished two-job sweep (seed=1,2, folders 0 and 1): copy it before changing it."""
     cwd = tmp_path_factory.mktemp("finished_sweep")
-    proc = run_cli(["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, *NUMBERED,
+    proc = run_in_process(["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, *NUMBERED,
                     "hydra.sweep.dir=s"], cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (cwd / "output.txt").write_text(proc.stdout + proc.stderr)
@@ -70,15 +68,15 @@ def sweep_args(tiny_root: Path, *extra: str) -> list[str]:
 def test_jobs_sharing_a_folder_or_outside_the_sweep_are_refused_up_front(
         tiny_root, tmp_path) -> None:
     args = ["filters=8,16", "-m", f"data.root={tiny_root}", *ONE_EPOCH, "hydra.sweep.dir=s"]
-    shared = run_cli([*args, "hydra.sweep.subdir=run"], cwd=tmp_path)
+    shared = run_in_process([*args, "hydra.sweep.subdir=run"], cwd=tmp_path)
     assert shared.returncode == 2, shared.stderr[-2000:]
     assert "jobs 0 and 1 would share the folder" in shared.stderr
     assert errors(shared) == 1 and "Traceback" not in shared.stderr
     assert not (tmp_path / "s").exists()  # nothing written, not even the sweep folder
-    dry = run_cli([*args, "hydra.sweep.subdir=run", "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*args, "hydra.sweep.subdir=run", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 2 and "would share the folder" in dry.stdout
 
-    escape = run_cli([*args, "hydra.sweep.subdir=../escape${hydra.job.num}"], cwd=tmp_path)
+    escape = run_in_process([*args, "hydra.sweep.subdir=../escape${hydra.job.num}"], cwd=tmp_path)
     assert escape.returncode == 2, escape.stderr[-2000:]
     assert "which is not inside the sweep folder" in escape.stderr
     assert not list(tmp_path.glob("escape*")) and not (tmp_path / "s").exists()
@@ -124,20 +122,21 @@ def test_a_damaged_job_config_fails_the_sweep_and_hides_no_other_job(
     sweep = copy_of(finished_sweep, tmp_path)
     (sweep / "0" / ".hydra" / "config.yaml").write_text("- [1, 2\n")
     skipped = snapshot(sweep / "1")
-    again = run_cli(sweep_args(tiny_root), cwd=tmp_path)
+    damaged = snapshot(sweep / "0")
+    again = run_in_process(sweep_args(tiny_root), cwd=tmp_path)
     assert snapshot(sweep / "1") == skipped  # cli.log included: a skipped job gets no lines
-    assert again.returncode == 1, again.stderr[-2000:]
+    assert snapshot(sweep / "0") == damaged  # refused like a damaged status.json: not rerun
+    assert again.returncode == 2, again.stderr[-2000:]
     assert "UserWarning" not in again.stderr and "Traceback" not in again.stderr
-    assert "hold damaged files, named in the report: 0." in again.stderr
+    assert "s/0/.hydra/config.yaml is damaged (not valid YAML" in again.stderr
+    assert "delete s/0 to run this job from scratch" in again.stderr
+    # the report command names it and reports the other job, instead of refusing the sweep
+    report = run_report(sweep, tmp_path)
+    assert report.returncode == 1, report.stderr[-2000:]
+    assert "1 job(s) hold damaged files" in report.stderr
     rows = report_rows(sweep)
     assert rows["0"]["status"] == "damaged" and "config.yaml" in rows["0"]["error"]
     assert rows["1"]["status"] == "finished" and rows["1"]["test_acc"]
-    # the report command shows the same, instead of refusing the whole sweep
-    (sweep / "summary.csv").unlink()
-    report = run_report(sweep, tmp_path)
-    assert report.returncode == 0, report.stderr[-2000:]
-    assert report_rows(sweep)["0"]["status"] == "damaged"
-    assert report_rows(sweep)["1"]["status"] == "finished"
 
 
 def test_a_sweep_or_run_folder_that_is_a_file_is_refused_with_one_message(
@@ -146,7 +145,7 @@ def test_a_sweep_or_run_folder_that_is_a_file_is_refused_with_one_message(
     for args in (sweep_args(tiny_root, "hydra.sweep.dir=afile"),
                  [f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=afile"],
                  [f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=afile/run"]):
-        proc = run_cli(args, cwd=tmp_path)
+        proc = run_in_process(args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "is a file, not a folder" in proc.stderr, proc.stderr[-2000:]
         assert errors(proc) == 1 and "Traceback" not in proc.stderr
@@ -168,12 +167,12 @@ def test_a_read_only_sweep_or_run_folder_is_refused_with_one_message(
     try:
         for args in (sweep_args(tiny_root, f"hydra.sweep.dir={disk / 's'}"),
                      [f"data.root={tiny_root}", *ONE_EPOCH, f"hydra.run.dir={disk / 'r'}"]):
-            proc = run_cli(args, cwd=tmp_path)
+            proc = run_in_process(args, cwd=tmp_path)
             assert proc.returncode == 2, proc.stderr[-2000:]
             assert "is read-only" in proc.stderr, proc.stderr[-2000:]
             assert errors(proc) == 1 and "Traceback" not in proc.stderr
             # the dry run says the same instead of listing a run that would then fail
-            dry = run_cli([*args, "--dry-run"], cwd=tmp_path)
+            dry = run_in_process([*args, "--dry-run"], cwd=tmp_path)
             assert dry.returncode == 2, dry.stdout[-2000:] + dry.stderr[-2000:]
             assert "is read-only" in dry.stdout + dry.stderr, dry.stdout[-2000:]
     finally:
@@ -193,8 +192,8 @@ def test_files_of_the_wrong_types_make_their_job_damaged_and_the_rest_is_reporte
     (sweep / "3" / "status.json").write_text(json.dumps(
         {**status, "status": "running", "epoch": "two"}))
     report = run_report(sweep, tmp_path)
-    assert report.returncode == 0, report.stderr[-3000:]
-    assert "Traceback" not in report.stderr
+    assert report.returncode == 1, report.stderr[-3000:]  # damaged jobs: named, exit 1
+    assert "Traceback" not in report.stderr and "3 job(s) hold damaged files" in report.stderr
     rows = report_rows(sweep)
     assert rows["1"]["status"] == "finished" and float(rows["1"]["test_acc"]) >= 0
     assert rows["0"]["status"] == "damaged" and "config.yaml" in rows["0"]["error"]
@@ -205,15 +204,15 @@ def test_files_of_the_wrong_types_make_their_job_damaged_and_the_rest_is_reporte
 # ---- 11. smaller -------------------------------------------------------------------------
 
 def test_bad_seeds_and_printed_configs_are_checked_first(tmp_path) -> None:
-    proc = run_cli(["seed=-1", "trainer.max_epochs=1"], cwd=tmp_path)
+    proc = run_in_process(["seed=-1", "trainer.max_epochs=1"], cwd=tmp_path)
     assert proc.returncode == 2 and "seed=-1 is not valid" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "outputs").exists()
-    printed = run_cli(["--cfg", "job", "model.filters=0"], cwd=tmp_path)
+    printed = run_in_process(["--cfg", "job", "model.filters=0"], cwd=tmp_path)
     assert printed.returncode == 2 and "model.filters=0 is not valid" in printed.stderr
     assert "filters: 0" not in printed.stdout
-    swept = run_cli(["--cfg", "job", "-m", "seed=1,-2"], cwd=tmp_path)
+    swept = run_in_process(["--cfg", "job", "-m", "seed=1,-2"], cwd=tmp_path)
     assert swept.returncode == 2 and "seed=-2 is not valid" in swept.stderr
-    fine = run_cli(["--cfg", "job", "head=gap"], cwd=tmp_path)
+    fine = run_in_process(["--cfg", "job", "head=gap"], cwd=tmp_path)
     assert fine.returncode == 0 and "head: gap" in fine.stdout
 
 
@@ -223,10 +222,10 @@ def test_the_retry_hint_quotes_a_folder_with_spaces(tiny_root, tmp_path) -> None
     labels = broken / "MNIST/raw/t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:20])  # the job fails reading its data
     args = [f"data.root={broken}", *ONE_EPOCH, "seed=1", "-m"]
-    proc = run_cli([*args, "hydra.sweep.dir=my sweeps/s"], cwd=tmp_path)
+    proc = run_in_process([*args, "hydra.sweep.dir=my sweeps/s"], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     hint = proc.stderr.split("Re-run the same command with ")[1].split(" to retry")[0]
-    again = run_cli([*args, *shlex.split(hint)], cwd=tmp_path)  # the hint, pasted as given
+    again = run_in_process([*args, *shlex.split(hint)], cwd=tmp_path)  # the hint, pasted as given
     assert again.returncode == 1 and "1 job(s) did not finish" in again.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("my")] == ["my sweeps"]
 
@@ -237,7 +236,7 @@ def test_taking_over_a_dead_processs_lock_in_a_single_run_says_so(tiny_root, tmp
                            "acquire('r', 'run'); os.kill(os.getpid(), signal.SIGKILL)"],
                           cwd=tmp_path)
     assert dead.returncode == -signal.SIGKILL and (tmp_path / "r" / ".mnist_sweep.lock").is_file()
-    proc = run_cli([f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=r"], cwd=tmp_path)
+    proc = run_in_process([f"data.root={tiny_root}", *ONE_EPOCH, "hydra.run.dir=r"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "took over the lock of" in proc.stderr and "which ended" in proc.stderr
 
@@ -246,7 +245,7 @@ def test_taking_over_a_dead_processs_lock_in_a_single_run_says_so(tiny_root, tmp
                                      "hydra.sweeper.storage=sqlite:////no/such/dir/x.db"])
 def test_a_refused_search_leaves_no_folder(tiny_root, tmp_path, setting) -> None:
     pytest.importorskip("optuna")
-    proc = run_cli(["hparams_search=optuna", "-m", f"data.root={tiny_root}", *ONE_EPOCH,
+    proc = run_in_process(["hparams_search=optuna", "-m", f"data.root={tiny_root}", *ONE_EPOCH,
                     "hydra.sweep.dir=s", setting], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert errors(proc) == 1 and "Traceback" not in proc.stderr
@@ -284,15 +283,15 @@ def test_a_checkpoint_of_another_configuration_is_refused(
     from mnist_sweep.job.checkpoints import SIGNATURE_KEY
 
     folder, args = interrupted_run
-    other = run_cli([f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1", "seed=7",
+    other = run_in_process([f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=1", "seed=7",
                      "optim.lr=0.01", "trainer.limit_train_batches=2", "hydra.run.dir=other"],
-                    cwd=tmp_path)
+                           cwd=tmp_path)
     assert other.returncode == 0, other.stderr[-2000:]
     run = copy_run(folder, tmp_path)
     shutil.copy(tmp_path / "other" / "checkpoints" / "last.ckpt", run / "checkpoints")
     before = snapshot(run)
     for extra in ([], ["--dry-run"]):
-        refused = run_cli([*args, "hydra.run.dir=run", *extra], cwd=tmp_path)
+        refused = run_in_process([*args, "hydra.run.dir=run", *extra], cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr[-2000:]
         text = refused.stdout + refused.stderr
         assert "was saved by a run of another configuration (optim.lr: 0.01 -> 0.003; " \
@@ -307,7 +306,7 @@ def test_a_checkpoint_of_another_configuration_is_refused(
     checkpoint = torch.load(legacy / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint.pop(SIGNATURE_KEY)["seed"] == 1
     torch.save(checkpoint, legacy / "checkpoints" / "last.ckpt")
-    resumed = run_cli([*args, f"hydra.run.dir={legacy}"], cwd=tmp_path)
+    resumed = run_in_process([*args, f"hydra.run.dir={legacy}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert status_of(legacy)["status"] == "finished"
     assert status_of(legacy)["resumed_from"].endswith("last.ckpt")
@@ -319,10 +318,10 @@ def test_a_failed_job_with_a_checkpoint_continues_from_it(interrupted_run, tmp_p
     folder, args = interrupted_run
     run = copy_run(folder, tmp_path)
     write_status(run, FAILED, error="OSError: [Errno 28] No space left on device")
-    dry = run_cli([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
     assert "run: resume" in dry.stdout, dry.stdout
     assert f"(failed: continue after epoch {status_of(folder)['epoch']})" in dry.stdout
-    resumed = run_cli([*args, "hydra.run.dir=run"], cwd=tmp_path)
+    resumed = run_in_process([*args, "hydra.run.dir=run"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     status = status_of(run)
     assert status["status"] == "finished" and status["resumed_from"].endswith("last.ckpt")
@@ -340,7 +339,7 @@ def test_starting_afresh_removes_only_the_projects_files_and_says_so(
         path.write_bytes(data)
     old_events = sorted((run / "tb" / TINY_DATA).glob("events.out.tfevents.*"))
     assert old_events
-    dry = run_cli([*args, "hydra.run.dir=run", "resume=false", "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*args, "hydra.run.dir=run", "resume=false", "--dry-run"], cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr[-2000:]
     events = f"{len(old_events)} file{'s' * (len(old_events) > 1)}"
     assert (f"interrupted: run again from the start (removes the earlier attempt's "
@@ -353,7 +352,7 @@ def test_starting_afresh_removes_only_the_projects_files_and_says_so(
 
     # a folder whose status.json is gone: the same, and the user's files stay
     (run / "status.json").unlink()
-    dry = run_cli([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*args, "hydra.run.dir=run", "--dry-run"], cwd=tmp_path)
     assert "new (no status.json, removes the earlier attempt's" in dry.stdout, dry.stdout
     said = _start_afresh_and_stop([*args, "hydra.run.dir=run"], tmp_path, run)
     assert len(said) == 1, said
@@ -437,9 +436,9 @@ def test_status_never_claims_an_epoch_its_checkpoint_lacks_and_stale_temporaries
     leftovers = list((run / "checkpoints").glob(".last.ckpt.*.tmp"))
     assert leftovers, "no kill landed inside a checkpoint write"
     assert _recorded_epoch(run) <= _checkpoint_epochs(run)
-    dry = run_cli([*args, "--dry-run"], cwd=tmp_path)
+    dry = run_in_process([*args, "--dry-run"], cwd=tmp_path)
     assert f"continue after epoch {_checkpoint_epochs(run)})" in dry.stdout, dry.stdout
-    done = run_cli(args, cwd=tmp_path)
+    done = run_in_process(args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "a temporary file left by a process that ended mid-write" in done.stdout + done.stderr
     assert not list(run.rglob("*.tmp")) and status_of(run)["status"] == "finished"
@@ -457,26 +456,26 @@ def test_a_torn_journal_record_is_cut_back_and_a_damaged_one_refused(
         tiny_root, tmp_path) -> None:
     pytest.importorskip("optuna")
     args = [*SEARCH, f"data.root={tiny_root}"]
-    first = run_cli([*args, "hydra.sweeper.n_trials=1"], cwd=tmp_path)
+    first = run_in_process([*args, "hydra.sweeper.n_trials=1"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     journal = tmp_path / "s" / "optuna.journal"
     whole = journal.read_bytes()
     start = whole[:-1].rfind(b"\n") + 1
     journal.write_bytes(whole[:start + (len(whole) - start) // 2])  # a crash mid-write
-    again = run_cli([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
+    again = run_in_process([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     output = again.stdout + again.stderr
     assert f"{journal}: its last record was cut short" in output, output[-3000:]
     lines = journal.read_bytes().splitlines(keepends=True)
     assert all(line.endswith(b"\n") and json.loads(line) for line in lines)
     assert journal.read_bytes().startswith(whole[:start])  # every whole record kept
-    third = run_cli([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
+    third = run_in_process([*args, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
     assert third.returncode == 0 and "cannot be opened" not in third.stderr
 
     # a last line that is whole but not JSON is no crash's doing: refused, nothing written
     journal.write_bytes(journal.read_bytes() + b'{"op_code": oops}\n')
     before = journal.read_bytes()
-    refused = run_cli([*args, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
+    refused = run_in_process([*args, "hydra.sweeper.n_trials=3"], cwd=tmp_path)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "is damaged: its last whole record" in refused.stderr
     assert errors(refused) == 1 and "Traceback" not in refused.stderr
@@ -516,13 +515,13 @@ def test_a_run_from_before_a_default_changed_is_continued_by_the_command_its_ref
     overrides = run / ".hydra" / "overrides.yaml"
     typed = yaml.safe_load(overrides.read_text())
     overrides.write_text(yaml.safe_dump([o for o in typed if "precision" not in o]))
-    refused = run_cli([*args, f"hydra.run.dir={run}"], cwd=tmp_path)
+    refused = run_in_process([*args, f"hydra.run.dir={run}"], cwd=tmp_path)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "trainer.precision: 32-true -> auto" in refused.stderr
     command = refused.stderr.split("To continue it, run `", 1)[1].split("`", 1)[0]
     assert "trainer.precision=32-true" in command
     # following it (in the same folder) continues the run where it stopped
-    resumed = run_cli([*shlex.split(command)[3:], f"hydra.run.dir={run}"], cwd=tmp_path)
+    resumed = run_in_process([*shlex.split(command)[3:], f"hydra.run.dir={run}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     status = status_of(run)
     assert status["status"] == "finished" and status["resumed_from"], status

@@ -8,13 +8,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import TINY, TINY_DATA, run_cli
+from tests.conftest import TINY, TINY_DATA, run_in_process
 
 
 def test_weight_averaging_keeps_both_weights_and_an_honest_best_val_acc(tiny_root,
                                                                          tmp_path) -> None:
-    proc = run_cli([f"data.root={tiny_root}", *TINY, "data.batch_size=16", "model.ema_decay=0.99",
-                    "hydra.run.dir=run"], cwd=tmp_path)
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, "data.batch_size=16",
+                           "model.ema_decay=0.99", "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     status = json.loads((run / "status.json").read_text())
@@ -36,7 +36,7 @@ def test_weight_averaging_keeps_both_weights_and_an_honest_best_val_acc(tiny_roo
 
 
 def test_a_decay_of_one_is_refused_with_the_key_to_change(tiny_root, tmp_path) -> None:
-    proc = run_cli([f"data.root={tiny_root}", *TINY, "model.ema_decay=1.0",
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, "model.ema_decay=1.0",
                     "hydra.run.dir=run"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "model.ema_decay=1.0 is not valid" in proc.stderr
@@ -49,7 +49,8 @@ def test_the_average_follows_training_from_the_first_epoch(tiny_root, tmp_path) 
     No dropout: on 40 steps its noise alone moves the first epoch's accuracy by 0.4."""
     first_epoch = {}
     for decay in ("0.0", "0.999"):
-        proc = run_cli([f"data.root={tiny_root}", *TINY, "data.batch_size=16", "model.dropout=0.0",
+        proc = run_in_process([f"data.root={tiny_root}", *TINY, "data.batch_size=16",
+                               "model.dropout=0.0",
                         "trainer.max_epochs=1", f"model.ema_decay={decay}",
                         f"hydra.run.dir=run{decay}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,7 +16,7 @@ import pytest
 import scipy.stats
 
 from mnist_sweep.job.predictions import read_predictions
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_in_process
 from tests.tensorboard_client import get, scalar_series, tensorboard_server
 from tests.test_report import md_table
 
@@ -26,7 +26,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path
           ) -> tuple[Path, subprocess.CompletedProcess]:
     work = tmp_path_factory.mktemp("what_matters")
     sweep_dir = work / "sweep"
-    proc = run_cli(["head=gmp,gap", "seed=1,2", "-m", *TINY, f"data.root={tiny_root}",
+    proc = run_in_process(["head=gmp,gap", "seed=1,2", "-m", *TINY, f"data.root={tiny_root}",
                     f"hydra.sweep.dir={sweep_dir}"], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep_dir, proc
