@@ -86,11 +86,12 @@ def build_network(
           else conv_block(f, f, 3, dropout, m)),  # 6
         *conv_block(f, f, 3, dropout, m),  # 4
     ]
+    # `head` was checked against config.HEADS with the rest of the config
     if head == "flatten":
         layers += [nn.Conv2d(f, num_classes, 4, bias=False), nn.BatchNorm2d(num_classes),
                    nn.Flatten()]
-    elif head in ("gmp", "gap"):
-        pool = GlobalPool("max" if head == "gmp" else "mean")
+    else:
+        pool = GlobalPool({"gmp": "max", "gap": "mean"}[head])
         layers += [
             *conv_block(f, f, 3, dropout, m),  # 2
             nn.Conv2d(f, num_classes, 1, bias=False),
@@ -98,8 +99,6 @@ def build_network(
             pool,
             nn.Flatten(),
         ]
-    else:
-        raise ValueError(f"unknown head {head!r}: expected gmp | gap | flatten")
     return nn.Sequential(*layers)
 
 

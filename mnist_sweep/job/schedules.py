@@ -22,7 +22,8 @@ def build_optimizer(params, cfg: OptimConfig) -> Optimizer:
 
 def build_scheduler(optimizer: Optimizer, cfg: SchedulerConfig, base_lr: float,
                     total_steps: int, max_epochs: int) -> dict[str, Any] | None:
-    """inverse_time steps per epoch (the seeds' Keras schedule); the others per batch."""
+    """inverse_time steps per epoch (the seeds' Keras schedule); the others per batch.
+    `cfg.name` is one of config.SCHEDULERS, checked with the rest of the config."""
     if cfg.name == "constant":
         return None
     if cfg.name == "inverse_time":
@@ -36,7 +37,5 @@ def build_scheduler(optimizer: Optimizer, cfg: SchedulerConfig, base_lr: float,
                                div_factor=max_lr / base_lr,  # starts at optim.lr
                                final_div_factor=100.0)
         return {"scheduler": scheduler, "interval": "step"}
-    if cfg.name == "cosine":
-        scheduler = CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.min_lr)
-        return {"scheduler": scheduler, "interval": "step"}
-    raise ValueError(f"unknown scheduler {cfg.name!r}")
+    scheduler = CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=cfg.min_lr)
+    return {"scheduler": scheduler, "interval": "step"}
