@@ -9,6 +9,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from mnist_sweep.job.status import RUNNING, read_status_or_none, write_status
 
@@ -75,14 +77,59 @@ class ProgressRecorder(pl.Callback):
             self._pending = None
 
 
+class EpochLogger(TensorBoardLogger):
+    """Lightning's TensorBoardLogger that writes an epoch's scalars only once the epoch is
+    in place, as status.json counts it: with a checkpoint per epoch, once its checkpoint is
+    (EpochCheckpoint commits it).
+
+    Lightning logs an epoch's validation scalars before it writes the epoch's checkpoint.
+    A job that failed in between (a full disk) or was killed there left that epoch's points
+    in TensorBoard while its record said one epoch less, and the resumed job trained the
+    epoch again and wrote a second point at the same step. Held here until the commit,
+    they are written once, for an epoch the record counts; a job that ends before the
+    commit writes none of them. Scalars of epochs already in place (the training scalars
+    Lightning logs after the checkpoint, the test's) go straight through.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.committed: int | None = None  # epochs in place; None: nothing is held
+        self._held: list[tuple[dict[str, float], int]] = []
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.committed is not None and step is not None and step > self.committed:
+            self._held.append((dict(metrics), step))
+            return
+        super().log_metrics(metrics, step)
+
+    def hold_after(self, epochs: int) -> None:
+        """Hold the scalars of the epochs after `epochs` (those trained so far) until
+        commit()."""
+        self.committed = epochs
+
+    def commit(self, epochs: int) -> None:
+        """`epochs` are in place: write their held scalars."""
+        self.committed = epochs
+        held, self._held = self._held, []
+        for metrics, step in held:
+            self.log_metrics(metrics, step)
+
+
 class EpochCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint that tells the ProgressRecorder when its file is in
-    place. Lightning calls checkpoint callbacks after all others at an epoch's end, so the
-    recorder alone would write status.json before the checkpoint of the same epoch exists."""
+    """Lightning's ModelCheckpoint that tells the ProgressRecorder, and the EpochLogger,
+    when its file is in place. Lightning calls checkpoint callbacks after all others at an
+    epoch's end, so the recorder alone would write status.json before the checkpoint of the
+    same epoch exists."""
 
     def __init__(self, recorder: ProgressRecorder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.recorder = recorder
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if isinstance(trainer.logger, EpochLogger):  # epochs a resumed job already holds
+            trainer.logger.hold_after(trainer.current_epoch)
 
     @property
     def state_key(self) -> str:
@@ -92,6 +139,8 @@ class EpochCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         self.recorder.checkpoint_saved()
+        if isinstance(trainer.logger, EpochLogger):
+            trainer.logger.commit(trainer.current_epoch + 1)
 
 
 class DivergenceGuard(pl.Callback):

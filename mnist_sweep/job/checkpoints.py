@@ -41,7 +41,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
+        write_atomic(path, lambda tmp: _save(checkpoint, tmp))
+
+
+def _save(checkpoint: dict[str, Any], tmp: Path) -> None:
+    # Into a file this function closes: given a path, torch keeps its own file open in the
+    # raised error's frames, so a full disk stays full (unlinked but open) while the job
+    # records its failure, and status.json then cannot be written.
+    with open(tmp, "wb") as f:
+        torch.save(checkpoint, f)
 
 
 class RandomState(pl.Callback):

@@ -17,7 +17,7 @@ import yaml
 
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.signature import differences, restoring_overrides
-from mnist_sweep.job.status import DIVERGED, FINAL, StatusDamaged, read_status
+from mnist_sweep.job.status import DIVERGED, FINAL, StatusDamaged, read_record
 
 RUN, RESUME, SKIP, REFUSE = "run", "resume", "skip", "refuse"
 CHECKPOINT_DIR = "checkpoints"
@@ -71,7 +71,7 @@ def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
         return Verdict(REFUSE, f"{folder} is a file, not a folder: move it away or choose "
                                f"another {where}.")
     try:
-        status = read_status(folder)
+        status = read_record(folder)  # damaged or not, as the report and live view see it
     except StatusDamaged as exc:
         return Verdict(REFUSE, f"{exc}: it may hold a finished result, so it is not run "
                                f"again. Look at it, then delete {folder} to run this job "

@@ -6,6 +6,12 @@ status, never half of one; always strict JSON (a non-finite number is stored as 
 `finished` is written only after the test metrics are logged, which makes it the completion
 marker a resumed sweep trusts.
 
+Whether a job's record is damaged, and why, is decided here once (read_record), for the
+re-run plan (job/folder.py), the live view (sweep/live.py) and the report (report/read.py)
+alike: a status.json that cannot be read or parsed, holds a field of the wrong type, or says
+`finished` without the metrics it finished with; or, beside a status.json, a job config
+(`.hydra/config.yaml`) that is missing, empty, not a file or not a config of settings.
+
 Fields (all optional but `status` and `updated`):
     status          running | finished | failed | diverged | interrupted | pruned
     error           why a job did not finish
@@ -24,14 +30,17 @@ Fields (all optional but `status` and `updated`):
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 STATUS_FILE = "status.json"
+JOB_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra writes (relative)
 RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, PRUNED = (
     "running", "finished", "failed", "diverged", "interrupted", "pruned")
 # Ends from which nothing more is trained: a resume skips them (diverged and failed are
@@ -40,7 +49,8 @@ FINAL = (FINISHED, PRUNED)
 
 
 class StatusDamaged(RuntimeError):
-    """A status.json that exists but cannot be read: the job's outcome is unknown."""
+    """A job record that exists but cannot be trusted (its status.json, or the config its
+    numbers belong to): the job's outcome is unknown. The message names the file and why."""
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path} is damaged ({reason})")
@@ -54,6 +64,8 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except OSError as exc:  # a folder in its place, no permission: it may hold a result
+        raise StatusDamaged(path, f"cannot be read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StatusDamaged(path, f"not valid JSON: {exc}") from None
     if not isinstance(record, dict) or "status" not in record:
@@ -62,7 +74,78 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
     if wrong:
         raise StatusDamaged(path, f"`{wrong[0]}` is {json.dumps(record[wrong[0]])[:60]}, not "
                                   f"{FIELD_KINDS[wrong[0]]}")
+    if record["status"] == FINISHED:  # the completion record is the numbers it completed with
+        metrics = record.get("metrics")
+        if not metrics:
+            raise StatusDamaged(path, "finished, but holds no `metrics`: its result is lost")
+        if not _number(metrics.get("test/acc")):
+            raise StatusDamaged(path, "finished, but its `metrics` hold no `test/acc`")
     return record
+
+
+def read_record(job_dir: Path) -> dict[str, Any] | None:
+    """The job's status record, with the config its numbers belong to checked beside it:
+    what the re-run plan, the live view and the report read. None when the job has no
+    status.json yet (its config is then Hydra's to write). Raises StatusDamaged naming the
+    first damaged file."""
+    record = read_status(job_dir)
+    if record is not None:
+        read_job_config(job_dir)
+    return record
+
+
+# The outcome of reading each job config, by path, with the file's identity and times: the
+# live view asks for every job twice a second, and a config is only written when a job
+# starts, so a file is parsed again only once it changed.
+_CONFIGS: dict[Path, tuple[tuple[int, ...], dict[str, Any] | str]] = {}
+
+
+def read_job_config(job_dir: Path) -> dict[str, Any]:
+    """The job's composed config as Hydra wrote it (`.hydra/config.yaml`, interpolations
+    unresolved), nested. Raises StatusDamaged when it is missing, not a file, cannot be
+    read, is empty or is not a config of settings."""
+    path = Path(job_dir) / JOB_CONFIG
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise StatusDamaged(path, "missing") from None
+    except OSError as exc:
+        raise StatusDamaged(path, f"cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise StatusDamaged(path, "a folder, not a file" if stat.S_ISDIR(info.st_mode)
+                            else "not a regular file")
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    cached = _CONFIGS.get(path)
+    if cached is None or cached[0] != key:
+        cached = _CONFIGS[path] = (key, _load_config(path))
+    if isinstance(cached[1], str):
+        raise StatusDamaged(path, cached[1])
+    return copy.deepcopy(cached[1])
+
+
+def _load_config(path: Path) -> dict[str, Any] | str:
+    """The config at `path` as plain containers, or why it is damaged."""
+    import io
+
+    from omegaconf import OmegaConf
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        return "not text"
+    if not text.strip():
+        return "empty"
+    try:
+        plain = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
+    except Exception as exc:  # any parse error: the file is damaged
+        return f"not valid YAML: {' '.join(str(exc).split())[:300]}"
+    if not isinstance(plain, dict):  # parses, but is not a config (a list, say)
+        return f"it holds a {type(plain).__name__}, not a config of settings"
+    if not plain:
+        return "it holds no settings"
+    return plain
 
 
 def _number(value: Any) -> bool:

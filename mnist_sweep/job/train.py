@@ -33,6 +33,7 @@ from mnist_sweep.job.callbacks import (
     DivergedError,
     DivergenceGuard,
     EpochCheckpoint,
+    EpochLogger,
     EpochTimer,
     ProgressRecorder,
 )
@@ -184,8 +185,9 @@ def train_job(cfg: RunConfig, job_dir: Path, job_num: int | None = None,
             log.warning("starting afresh: removed the earlier attempt's %s from %s (other "
                         "files there stay)", describe_files(job_dir, removed), job_dir)
 
-    logger = TensorBoardLogger(save_dir=str(job_dir), name=cfg.logger.name,
-                               version=datamodule.dataset_label, default_hp_metric=False)
+    # an epoch's scalars reach TensorBoard once its checkpoint is in place (EpochLogger)
+    logger = EpochLogger(save_dir=str(job_dir), name=cfg.logger.name,
+                         version=datamodule.dataset_label, default_hp_metric=False)
     if resume_from is None:
         write_session_start(logger, hparams_of(cfg, datamodule.dataset_label,
                                                model.num_parameters, placement.precision))

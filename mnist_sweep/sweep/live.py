@@ -41,7 +41,7 @@ from mnist_sweep.job.status import (
     RUNNING,
     STATUS_FILE,
     StatusDamaged,
-    read_status,
+    read_record,
 )
 from mnist_sweep.sweep.refusals import REFUSED, refused_jobs
 
@@ -152,7 +152,7 @@ class SweepWatcher:
         if job_dir is None:
             return state
         try:
-            status = read_status(job_dir)
+            status = read_record(job_dir)
         except StatusDamaged as exc:
             state.status, state.note = DAMAGED, str(exc)
             return state
