@@ -54,7 +54,7 @@ def short_name(text: str, limit: int = FOLDER_NAME_BYTES) -> str:
 def job_files_subdir(output_dir: str) -> str | None:
     """Where Hydra writes a job's config files: `.hydra`, or nowhere (None) in a folder that
     holds a finished result, which a re-run skips and must leave byte-identical."""
-    from mnist_sweep.job.status import FINAL, read_status_or_none
+    from mnist_sweep.record.status import FINAL, read_status_or_none
 
     status = read_status_or_none(Path(output_dir))
     return None if status and status.get("status") in FINAL else ".hydra"
@@ -64,7 +64,7 @@ def job_log_file(output_dir: str, job_name: str) -> str:
     """Where Hydra's file handler writes a job's log (`<folder>/cli.log`), or nowhere (the
     null device) in a folder that holds a finished result: a re-run skips it and must leave
     it byte-identical."""
-    from mnist_sweep.job.status import FINAL, read_status_or_none
+    from mnist_sweep.record.status import FINAL, read_status_or_none
 
     status = read_status_or_none(Path(output_dir))
     if status and status.get("status") in FINAL:

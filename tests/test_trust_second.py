@@ -313,7 +313,7 @@ def test_a_checkpoint_of_another_configuration_is_refused(
 
 
 def test_a_failed_job_with_a_checkpoint_continues_from_it(interrupted_run, tmp_path) -> None:
-    from mnist_sweep.job.status import FAILED, write_status
+    from mnist_sweep.record.status import FAILED, write_status
 
     folder, args = interrupted_run
     run = copy_run(folder, tmp_path)

@@ -12,7 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from mnist_sweep.job.status import RUNNING, read_status_or_none, write_status
+from mnist_sweep.record.status import RUNNING, read_status_or_none, write_status
 
 
 class DivergedError(RuntimeError):

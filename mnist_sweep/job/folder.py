@@ -17,7 +17,7 @@ import yaml
 
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.signature import differences, restoring_overrides
-from mnist_sweep.job.status import DIVERGED, FINAL, StatusDamaged, read_record
+from mnist_sweep.record.status import DIVERGED, FINAL, StatusDamaged, read_record
 
 RUN, RESUME, SKIP, REFUSE = "run", "resume", "skip", "refuse"
 CHECKPOINT_DIR = "checkpoints"

@@ -67,7 +67,15 @@ from mnist_sweep.job.predictions import write_predictions
 from mnist_sweep.job.pruning import TrialPruned, trial_pruning
 from mnist_sweep.job.quiet import quiet_lightning, srun_hint_off
 from mnist_sweep.job.signature import job_signature
-from mnist_sweep.job.status import (
+from mnist_sweep.job.stop import (
+    StopBetweenBatches,
+    install_stop_handlers,
+    restore_stop_handlers,
+    stops_between_batches,
+)
+from mnist_sweep.job.threads import set_cpu_threads
+from mnist_sweep.locks import FolderLocked, acquire, release
+from mnist_sweep.record.status import (
     DIVERGED,
     FAILED,
     FINISHED,
@@ -77,14 +85,6 @@ from mnist_sweep.job.status import (
     read_status,
     write_status,
 )
-from mnist_sweep.job.stop import (
-    StopBetweenBatches,
-    install_stop_handlers,
-    restore_stop_handlers,
-    stops_between_batches,
-)
-from mnist_sweep.job.threads import set_cpu_threads
-from mnist_sweep.locks import FolderLocked, acquire, release
 
 log = logging.getLogger(__name__)
 # Noise from Lightning's internals on recent torch releases; nothing a user can act on.

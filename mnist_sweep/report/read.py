@@ -4,7 +4,7 @@ A finished job's numbers (test accuracy and loss, best validation accuracy, para
 epochs) come from its completion record, status.json's `metrics`, written only after the
 test metrics were logged. The per-epoch curves come from its TensorBoard event files, read
 with TensorBoard's own reader. Damage is named, never papered over: a record that
-job/status.py's read_record finds damaged (a status.json that cannot be read, a `finished`
+record/status.py's read_record finds damaged (a status.json that cannot be read, a `finished`
 without its metrics, a job config that is missing or empty) makes the run `damaged` (never
 "not started"), as the re-run plan and the live view see it too; and an event file cut
 short is reported by name, since TensorBoard's loader stops silently at a truncated record.
@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_sweep.job.hparams import HPARAM_KEYS
 from mnist_sweep.job.signature import NOT_RESULT_KEYS, flatten, with_added_settings
 from mnist_sweep.job.signature import NOT_RESULT_PREFIXES as JOB_NOT_RESULT_PREFIXES
-from mnist_sweep.job.status import (
+from mnist_sweep.record.status import (
     FINISHED,
     JOB_CONFIG,
     STATUS_FILE,
@@ -135,7 +135,7 @@ def job_number(job: str) -> str:
 
 def read_config(job_dir: Path) -> dict[str, Any]:
     """The job's composed config, interpolations such as `${separable}` resolved. Raises
-    StatusDamaged (job/status.py decides what a damaged config is)."""
+    StatusDamaged (record/status.py decides what a damaged config is)."""
     plain = read_job_config(job_dir)
     try:
         plain = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
@@ -256,7 +256,7 @@ def read_run(job_dir: Path) -> Run:
     overrides = _overrides(job_dir)
     damage: list[str] = []
     record_damage: StatusDamaged | None = None
-    try:  # damaged or not, as the re-run plan and the live view see it (job/status.py)
+    try:  # damaged or not, as the re-run plan and the live view see it (record/status.py)
         status = read_record(job_dir)
     except StatusDamaged as exc:
         status, record_damage = None, exc

@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 
 from mnist_sweep.config import ConfigError, RunConfig, validate
 from mnist_sweep.job.folder import REFUSED_AT_START, folder_override
-from mnist_sweep.job.status import read_status_or_none as read_status
 from mnist_sweep.locks import FolderLocked, acquire, release
+from mnist_sweep.record.status import read_status_or_none as read_status
 from mnist_sweep.sweep.plan import (
     REFUSE,
     SKIP,
@@ -316,7 +316,7 @@ class SweepCallback(Callback):
         if job.verdict.action != SKIP:
             fetch_missing_data(run_cfg)
         if job.verdict.action == SKIP:  # leave the finished folder untouched, say what it holds
-            from mnist_sweep.job.status import read_status
+            from mnist_sweep.record.status import read_status
 
             print(f"{folder} holds this run, {job.verdict.detail}; nothing to do "
                   f"(resume=false would be refused: finished results are never overwritten).")

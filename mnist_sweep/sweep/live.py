@@ -34,7 +34,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mnist_sweep.job.status import (
+from mnist_sweep.record.status import (
     FINAL,
     FINISHED,
     INTERRUPTED,

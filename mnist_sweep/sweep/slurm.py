@@ -278,7 +278,7 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str,
     """Make the job's status say how it ended when the job could not say it itself;
     return the status it ends with. `time_limit`: submitit's message when the job reached
     its time limit with no requeue left outside the training (while it started up)."""
-    from mnist_sweep.job.status import (
+    from mnist_sweep.record.status import (
         FAILED,
         INTERRUPTED,
         RUNNING,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mnist_sweep.job.status import FINAL
 from mnist_sweep.locks import LOCK_FILE, FolderLocked, check_free
+from mnist_sweep.record.status import FINAL
 from mnist_sweep.sweep.live import JobState, LiveView, SweepWatcher
 
 SWEEP_CONFIG = "multirun.yaml"  # written by Hydra into the sweep folder when the sweep starts

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mnist_sweep.job.status import FINISHED, StatusDamaged, read_status
+from mnist_sweep.record.status import FINISHED, StatusDamaged, read_status
 from mnist_sweep.sweep.race.configs import SEED_KEY, Configuration
 from mnist_sweep.sweep.refusals import refused_jobs
 

@@ -13,7 +13,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_sweep.job.status import FINISHED, PRUNED, read_status_or_none
 from mnist_sweep.job.trial import (
     ERROR,
     FOLDER_NUM,
@@ -23,6 +22,7 @@ from mnist_sweep.job.trial import (
     RETRY_OF,
     live_trial,
 )
+from mnist_sweep.record.status import FINISHED, PRUNED, read_status_or_none
 
 
 def owner_id() -> str:
