@@ -22,11 +22,11 @@ import pytest
 import yaml
 from rich.console import Console
 
+from mnist_sweep.job.signals import descendants
 from mnist_sweep.report.race_section import RACE_FILE, race_markdown
 from mnist_sweep.sweep.race.adapt import check_budget, make_settings
 from mnist_sweep.sweep.race.configs import RaceError, configurations
 from mnist_sweep.sweep.race.runs import Matcher
-from mnist_sweep.sweep.signals import descendants
 from tests.conftest import MPL_CONFIG_DIR, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
@@ -146,6 +146,18 @@ def test_the_report_has_a_race_section(race) -> None:
     build_report(race.sweep, Console(file=StringIO(), width=200))
     rebuilt = (race.sweep / "summary.md").read_text()
     assert rebuilt[rebuilt.index("## Race"):] == section
+
+
+def test_the_live_view_shows_each_configurations_race_status(race) -> None:
+    from mnist_sweep.sweep.live import SweepWatcher, render
+
+    console = Console(file=StringIO(), width=200)
+    watcher = SweepWatcher(race.sweep)
+    console.print(render(watcher, watcher.states()))
+    shown = console.file.getvalue()
+    assert f"race: {LEARNS}: winner (3 seeds, mean 100.00)" in shown
+    assert f"race: {CANNOT}: dropped after seed 3 (p " in shown
+    assert f"race over: on val/acc_best, {LEARNS} beats {CANNOT} by" in shown
 
 
 def test_the_same_command_again_launches_nothing_and_decides_the_same(race) -> None:
