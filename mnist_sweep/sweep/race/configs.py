@@ -81,7 +81,7 @@ def check_configurations(configs: list[Configuration], metric: str,
         try:
             job_cfg = compose(overrides)
         except Exception as exc:  # e.g. an unknown group option in one sweep value
-            raise RaceError(f"{config.name}: {exc}") from None
+            raise RaceError(f"{config.name}: {str(exc) or type(exc).__name__}") from None
         try:
             run_cfg = validate(job_cfg)
         except ConfigError as exc:
