@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mnist_sweep.record.status import FINISHED, StatusDamaged, read_status
+from mnist_sweep.record.status import FINISHED, StatusDamaged, read_record
 from mnist_sweep.sweep.race.configs import SEED_KEY, Configuration
 from mnist_sweep.sweep.refusals import refused_jobs
 
@@ -105,7 +105,7 @@ def read_run(run: RaceRun, metric: str) -> RaceRun:
         run.status, run.error = "refused", refused["reason"]
         return run
     try:
-        status = read_status(run.folder)
+        status = read_record(run.folder)  # damaged as the report and the plan see it
     except StatusDamaged as exc:
         run.status, run.error = DAMAGED, str(exc)
         return run
