@@ -14,15 +14,23 @@ images are a sample too), which the per-image predictions show. Each is tested o
 - image level: for each such pair of runs evaluated on the same test images (same
   fingerprint), McNemar's exact test on the images one run gets right and the other wrong.
 
-p-values are adjusted with Holm's method within each level, and a verdict (`better`,
-`worse`, `not distinguishable`) is given at 5%. A seed-level difference that is not resolved
-gets the number of seeds that would resolve a difference of its size with 80% power, from the
-spread the seeds showed. Distributions and tests are scipy's.
+p-values are adjusted with Holm's method within each family (the section's comparisons; the
+combinations of one comparison; the image-level pairs of one comparison), and every interval
+is at the confidence level Holm's procedure tested its row at, so that it excludes 0 exactly
+when the adjusted p is below 5% (`holm_levels`).
+
+Each comparison (a value against the reference) has one verdict about the configuration,
+from the seed level (`Comparison`): `better`, `worse` or `not distinguishable` at 5%, or `not
+tested` where no seed spread was seen (one seed per value). The image level is evidence about
+the trained networks compared, not about the configuration: another seed may reverse it. A
+seed-level difference that is not resolved gets the number of seeds that would resolve a
+difference of its size with 80% power, from the spread the seeds showed. Distributions and
+tests are scipy's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +43,7 @@ ALPHA = 0.05
 POWER = 0.8
 MAX_SEEDS = 1000  # beyond this, "more than 1,000 seeds": a difference too small to chase
 BETTER, WORSE, TIE = "better", "worse", "not distinguishable"
+UNTESTED = "not tested"  # no test: one seed per value, or no spread among the differences
 # what a seed-level row can be based on
 PAIRED, WELCH, OVER_CELLS, ONE_PAIR = ("paired by seed", "Welch, unpaired",
                                        "over combinations", "one pair")
@@ -57,10 +66,19 @@ class SeedLevel:
     p_holm: float | None = None
     seeds_needed: int | None = None  # None: resolved, or no spread to go by
     spread: float | None = None  # std of the differences (paired) or pooled std, points
+    confidence: float | None = None  # the level of (low, high): Holm's for this row
+    # (low, high) at a confidence level: scipy's interval of the test that gives p
+    interval_at: Callable[[float], tuple[float, float]] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def verdict(self) -> str:
         return verdict(self.diff, self.p_holm)
+
+    @property
+    def one_seed(self) -> bool:
+        """No seed spread on at least one side: the seeds cannot answer."""
+        return self.method == ONE_PAIR or (self.method == WELCH and self.p is None)
 
 
 @dataclass
@@ -79,6 +97,9 @@ class ImageLevel:
     high: float
     p: float
     p_holm: float | None = None
+    confidence: float = 1 - ALPHA  # the level of (low, high): Holm's for this pair
+    interval_at: Callable[[float], tuple[float, float]] | None = field(
+        default=None, repr=False, compare=False)
 
     @property
     def diff(self) -> float:
@@ -86,7 +107,34 @@ class ImageLevel:
 
     @property
     def verdict(self) -> str:
+        """Whether these two trained networks differ on these test images (at 5%, Holm):
+        evidence about the networks, not a verdict about the configuration."""
         return verdict(self.diff, self.p_holm)
+
+    @property
+    def differ(self) -> bool:
+        return self.verdict in (BETTER, WORSE)
+
+
+@dataclass
+class Comparison:
+    """One value of a setting against the reference value, with its one verdict."""
+
+    key: str
+    value: str
+    reference: str
+    answer: SeedLevel  # the comparison's own row: `all`, or its only combination
+    cells: list[SeedLevel]  # its combinations, where there are several
+    images: list[ImageLevel]  # its pairs of runs on the same test images
+
+    @property
+    def verdict(self) -> str:
+        """About the configuration, from the seeds alone."""
+        return self.answer.verdict
+
+    @property
+    def images_differ(self) -> list[ImageLevel]:
+        return [r for r in self.images if r.differ]
 
 
 @dataclass
@@ -101,9 +149,33 @@ class WhatMatters:
     def empty(self) -> bool:
         return not self.seed_level and not self.image_level
 
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """Each value against its reference, in the order compared, with its rows."""
+        out: dict[tuple[str, str], Comparison] = {}
+        for row in self.seed_level:
+            if row.within == "all":
+                out[(row.key, row.value)] = Comparison(row.key, row.value, row.reference,
+                                                       row, [], [])
+        for row in self.seed_level:
+            if row.within != "all":
+                out[(row.key, row.value)].cells.append(row)
+        for row in self.image_level:
+            if (row.key, row.value) in out:
+                out[(row.key, row.value)].images.append(row)
+        return list(out.values())
+
+    @property
+    def family_size(self) -> int:
+        """The comparisons tested over seeds: the family the verdicts are adjusted over."""
+        return sum(r.within == "all" and r.p is not None and bool(np.isfinite(r.p))
+                   for r in self.seed_level)
+
 
 def verdict(diff: float, p_holm: float | None) -> str:
-    if p_holm is None or not np.isfinite(p_holm) or p_holm >= ALPHA:
+    if p_holm is None or not np.isfinite(p_holm):
+        return UNTESTED
+    if p_holm >= ALPHA:
         return TIE
     return BETTER if diff > 0 else WORSE
 
@@ -117,6 +189,24 @@ def holm(pvalues: list[float]) -> list[float]:
     adjusted = np.empty_like(p)
     adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return adjusted.tolist()
+
+
+def holm_levels(pvalues: list[float]) -> list[float]:
+    """The confidence level of each p-value's interval that agrees with Holm's verdict: the
+    level Holm's step-down procedure tested it at. Sorted by p, the i-th of m is tested at
+    ALPHA / (m - i + 1) while every smaller one was rejected; the first that is not stops
+    the procedure, and it and every larger one keep that step's level. An interval at
+    1 - ALPHA / k excludes 0 exactly when p < ALPHA / k, so exactly the rejected rows
+    (Holm-adjusted p below ALPHA) get an interval without 0."""
+    p = np.asarray(pvalues, dtype=float)
+    levels = np.empty_like(p)
+    stop: int | None = None
+    for step, i in enumerate(np.argsort(p, kind="stable")):
+        k = len(p) - step
+        if stop is None and p[i] * k >= ALPHA:
+            stop = k
+        levels[i] = 1.0 - ALPHA / (stop if stop is not None else k)
+    return levels.tolist()
 
 
 def seeds_for_power(diff: float, spread: float, paired: bool) -> int | None:
@@ -187,24 +277,30 @@ def _paired_row(base: dict, diffs: list[float]) -> SeedLevel:
     if spread == 0:  # every seed moved by the same amount: no spread to test against
         return SeedLevel(**base, method=PAIRED, n=len(diffs), diff=mean, spread=0.0)
     res = sps.ttest_1samp(diffs, 0.0)
-    ci = res.confidence_interval(1 - ALPHA)
-    return SeedLevel(**base, method=PAIRED, n=len(diffs), diff=mean, low=float(ci.low),
-                     high=float(ci.high), p=float(res.pvalue), spread=spread)
+    return SeedLevel(**base, method=PAIRED, n=len(diffs), diff=mean, p=float(res.pvalue),
+                     spread=spread, interval_at=_scipy_interval(res))
+
+
+def _scipy_interval(res) -> Callable[[float], tuple[float, float]]:
+    def at(confidence: float) -> tuple[float, float]:
+        ci = res.confidence_interval(confidence)
+        return float(ci.low), float(ci.high)
+    return at
 
 
 def _unpaired_row(base: dict, cells: list[dict[str, dict[str, Run]]], value: str,
-                  reference: str) -> SeedLevel | None:
+                  reference: str) -> SeedLevel:
     if len(cells) == 1:
         a = [_acc(r) for r in cells[0][value].values()]
         b = [_acc(r) for r in cells[0][reference].values()]
-        if len(a) < 2 or len(b) < 2:
-            return None
+        if len(a) < 2 or len(b) < 2:  # a side without seed spread: a difference, no test
+            return SeedLevel(**base, method=WELCH, n=min(len(a), len(b)),
+                             diff=float(np.mean(a) - np.mean(b)))
         res = sps.ttest_ind(a, b, equal_var=False)
-        ci = res.confidence_interval(1 - ALPHA)
         pooled = float(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))
         return SeedLevel(**base, method=WELCH, n=min(len(a), len(b)),
-                         diff=float(np.mean(a) - np.mean(b)), low=float(ci.low),
-                         high=float(ci.high), p=float(res.pvalue), spread=pooled)
+                         diff=float(np.mean(a) - np.mean(b)), p=float(res.pvalue),
+                         spread=pooled, interval_at=_scipy_interval(res))
     diffs = [float(np.mean([_acc(r) for r in c[value].values()])
                    - np.mean([_acc(r) for r in c[reference].values()])) for c in cells]
     row = _paired_row(base, diffs)
@@ -259,9 +355,8 @@ def _compare(out: WhatMatters, key: str, value: str, reference: str,
         rows.append(_paired_row(dict(key=key, value=value, reference=reference,
                                      within="all"), diffs_all))
     else:
-        row = _unpaired_row(dict(key=key, value=value, reference=reference, within="all"),
-                            cells, value, reference)
-        rows += [row] if row else []
+        rows.append(_unpaired_row(dict(key=key, value=value, reference=reference,
+                                       within="all"), cells, value, reference))
     out.seed_level += rows
     for name, pairs in zip(names, pairs_by_cell, strict=True):
         for ref_run, run in pairs:
@@ -286,18 +381,25 @@ def _image_level(key: str, value: str, reference: str, within: str, ref_run: Run
     images = len(a.labels)
     if discordant == 0:
         return ImageLevel(key, value, reference, within, _seed(run), images, 0, 0, 0.0, 0.0,
-                          1.0)
+                          1.0, interval_at=lambda confidence: (0.0, 0.0))
     res = sps.binomtest(value_only, discordant, 0.5)
-    ci = res.proportion_ci(1 - ALPHA, method="exact")
     # the difference is (value_only - reference_only) / images = discordant/images * (2q - 1)
     scale = 100.0 * discordant / images
+
+    def at(confidence: float) -> tuple[float, float]:
+        # Clopper-Pearson's interval: at any level it excludes q = 0.5 exactly when the
+        # exact two-sided p (symmetric under q = 0.5) is below 1 - level
+        ci = res.proportion_ci(confidence, method="exact")
+        return scale * (2 * ci.low - 1), scale * (2 * ci.high - 1)
+
+    low, high = at(1 - ALPHA)
     return ImageLevel(key, value, reference, within, _seed(run), images, reference_only,
-                      value_only, scale * (2 * ci.low - 1), scale * (2 * ci.high - 1),
-                      float(res.pvalue))
+                      value_only, low, high, float(res.pvalue), interval_at=at)
 
 
 def _adjust(out: WhatMatters) -> None:
-    """Holm's correction over each family of tests, then seeds to resolve what is not.
+    """Holm's correction over each family of tests, each row's interval at the level that
+    agrees with it (holm_levels), then seeds to resolve what is not resolved.
 
     Families: the combined seed-level rows of the whole section (one per setting and value:
     the section's answers); the per-combination rows of one comparison; the image-level
@@ -311,8 +413,12 @@ def _adjust(out: WhatMatters) -> None:
     for rows in families.values():
         tested = [r for r in rows if r.p is not None and np.isfinite(r.p)]
         if tested:
-            for row, adjusted in zip(tested, holm([r.p for r in tested]), strict=True):
-                row.p_holm = adjusted
+            pvalues = [r.p for r in tested]
+            for row, adjusted, level in zip(tested, holm(pvalues), holm_levels(pvalues),
+                                            strict=True):
+                row.p_holm, row.confidence = adjusted, level
+                if row.interval_at is not None:
+                    row.low, row.high = row.interval_at(level)
     for row in out.seed_level:
         if row.verdict == TIE and row.spread is not None:
             row.seeds_needed = seeds_for_power(row.diff, row.spread, row.method == PAIRED)

@@ -1,9 +1,13 @@
 """The two plots of a sweep: validation accuracy per epoch, and test accuracy against size.
 
-Accuracies are in percent, test accuracies with their 95% intervals as error bars (a seed
-group's t interval of its mean, a single run's Wilson interval), and the y axis never spans
-less than the largest interval or 0.2 points: a difference inside the noise looks like one,
-instead of being stretched over the whole height of the chart.
+Both draw configurations, not runs: runs that differ only in their seed are one
+configuration, drawn as its seed mean with its spread (a min-to-max band of the curves, an
+error bar of the test accuracy); val_acc.png draws at most the 10 best configurations and
+counts the others in its title. Accuracies are in percent, test accuracies with their 95%
+intervals as error bars (a seed group's t interval of its mean, a single run's Wilson
+interval), and the y axis never spans less than the largest interval or 0.2 points: a
+difference inside the noise looks like one, instead of being stretched over the whole
+height of the chart.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from mnist_sweep.report.read import Run, job_number
 from mnist_sweep.report.render import short_numbers, write_atomic
 from mnist_sweep.report.stats import t_interval, wilson
 
-LINE_STYLES = ("-", "--", ":", "-.")
+MAX_CURVES = 10  # configurations drawn in val_acc.png: one colour each
 SEED_TOKEN = re.compile(r"(^|\s)seed=\S+")
 MIN_SPAN = 0.2  # points: the least a y axis of accuracies spans
 
@@ -43,27 +47,42 @@ def _figure_with_legend_below(entries: int):
 
 
 def val_acc_figure(runs: list[Run], labels: list[str]):
-    """Validation accuracy per epoch, every run on one chart, one tick per whole epoch.
-    The legend goes below the chart, which it would otherwise cover once there are a few
-    runs; the figure grows with it."""
+    """Validation accuracy per epoch of each configuration (runs whose labels differ only in
+    their seed): the mean over its seeds as a line, the band from their minimum to their
+    maximum, one colour and one legend entry each; at most the MAX_CURVES best
+    configurations (by mean test accuracy, then by best validation accuracy), the others
+    counted in the title. One tick per whole epoch. The legend goes below the chart, which
+    it would otherwise cover once there are a few configurations; the figure grows with
+    it."""
     from matplotlib.ticker import MaxNLocator
 
-    curves = [(run, label) for run, label in zip(runs, labels, strict=True) if run.val_curve]
-    fig, ax = _figure_with_legend_below(len(curves))
-    for i, (run, label) in enumerate(curves):
-        # ten colours, then the same colours dashed, dotted, ...
-        ax.plot(range(1, len(run.val_curve) + 1), [100 * v for v in run.val_curve],
-                marker="o", markersize=4,
-                linestyle=LINE_STYLES[(i // 10) % len(LINE_STYLES)],
-                label=f"{job_number(run.job)}: {plot_label(label)}")
-    epochs = max((len(r.val_curve) for r in runs), default=0)
+    configs = configurations(runs, labels)
+    drawn = configs[:MAX_CURVES]
+    fig, ax = _figure_with_legend_below(len(drawn))
+    values = []
+    for i, (label, members) in enumerate(drawn):
+        epochs, mean, low, high = seed_band([r.val_curve for r in members])
+        colour = f"C{i % 10}"
+        numbers = ",".join(sorted((job_number(r.job) for r in members),
+                                  key=lambda n: (len(n), n)))
+        name = plot_label(label)
+        if len(members) > 1:
+            seeds = f"mean of {len(members)} seeds, band min to max"
+            name = f"{name} ({seeds})" if name else seeds
+            ax.fill_between(epochs, low, high, color=colour, alpha=0.2, linewidth=0)
+        ax.plot(epochs, mean, marker="o", markersize=4, color=colour,
+                label=f"{numbers}: {name}")
+        values += low + high
+    longest = max((len(r.val_curve) for r in runs), default=0)
     # Epochs are whole numbers: with few of them matplotlib would tick 0.95, 1.00, 1.05
-    ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+    ax.set_xlim(0.5, max(longest, 1) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
-           title="Validation accuracy per epoch")
+    title = "Validation accuracy per epoch"
+    if len(configs) > len(drawn):
+        title += (f": the {len(drawn)} best of {len(configs)} configurations "
+                  f"({len(configs) - len(drawn)} more not drawn)")
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    values = [100 * v for run, _ in curves for v in run.val_curve]
     if values:
         ax.set_ylim(*y_limits(values, values, 0.0))
     if ax.lines:
@@ -71,6 +90,31 @@ def val_acc_figure(runs: list[Run], labels: list[str]):
     else:
         ax.text(0.5, 0.5, "no run has finished an epoch", ha="center", transform=ax.transAxes)
     return fig
+
+
+def configurations(runs: list[Run], labels: list[str]) -> list[tuple[str, list[Run]]]:
+    """(label without the seed, runs) of each configuration with a validation curve, best
+    first: by mean test accuracy over its finished runs, then (none finished) by the best
+    validation accuracy any of its runs reached."""
+    groups: dict[str, list[Run]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        if run.val_curve:
+            groups.setdefault(SEED_TOKEN.sub("", label).strip(), []).append(run)
+
+    def rank(item: tuple[str, list[Run]]) -> tuple[int, float, float]:
+        accs = [r.test_acc for r in item[1] if r.test_acc is not None]
+        best_val = max(v for r in item[1] for v in r.val_curve)
+        return (0, -sum(accs) / len(accs), -best_val) if accs else (1, 0.0, -best_val)
+
+    return sorted(groups.items(), key=rank)
+
+
+def seed_band(curves: list[list[float]]
+              ) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs, mean, minimum and maximum (percent) over the curves that reach each epoch."""
+    epochs = list(range(1, max(map(len, curves)) + 1))
+    at = [[100 * c[e - 1] for c in curves if len(c) >= e] for e in epochs]
+    return epochs, [sum(v) / len(v) for v in at], [min(v) for v in at], [max(v) for v in at]
 
 
 def _points(runs: list[Run], labels: list[str]) -> list[tuple]:

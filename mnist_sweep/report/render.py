@@ -12,6 +12,7 @@ import io
 import os
 import re
 import shlex
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mnist_sweep.report.compare import MAX_SEEDS, ONE_PAIR, PAIRED, WELCH, WhatMatters
+from mnist_sweep.report.compare import (
+    BETTER,
+    MAX_SEEDS,
+    ONE_PAIR,
+    PAIRED,
+    TIE,
+    UNTESTED,
+    WELCH,
+    WORSE,
+    Comparison,
+    SeedLevel,
+    WhatMatters,
+)
 from mnist_sweep.report.read import CHOICES, DAMAGED, Run, job_number
 from mnist_sweep.report.stats import (
     Group,
@@ -314,10 +327,15 @@ def results_markdown(results: Results, command: str, source: str,
               "for a configuration of one run, the 95% Wilson interval of its test accuracy "
               "over its test images. std: the sample standard deviation over seeds (n - 1), "
               "empty for a single run.", ""]
+    # pruned search trials are counted in one line under each table, not listed as
+    # configurations without a finished run
+    shown = [(g, n) for g, n in zip(results.groups, names, strict=True) if not g.pruned]
+    pruned = pruned_line([g for g in results.groups if g.pruned])
     lines += md_table(
         ["config", "n", "seeds", "test acc mean", "test acc std", "best val acc mean",
          "best val acc std", "params", "mean s/epoch", "overrides shared by its runs"],
-        [_group_cells(g, n) for g, n in zip(results.groups, names, strict=True)])
+        [_group_cells(g, n) for g, n in shown])
+    lines += ["", pruned] if pruned else []
     if matters is not None:
         lines += ["", *matters_markdown(matters, level=2)]
     lines += ["", "## Runs", "", wilson_line(results.runs), ""]
@@ -326,8 +344,29 @@ def results_markdown(results: Results, command: str, source: str,
          "command"],
         ([n, seed(r), outcome(r), run_acc(r), percent(r.val_acc_best),
           integer(r.params), num(r.sec_per_epoch, 2), code(r.command)]
-         for g, n in zip(results.groups, names, strict=True) for r in g.runs))
+         for g, n in shown for r in g.runs))
+    lines += ["", pruned] if pruned else []
     return "\n".join([*lines, ""])
+
+
+def pruned_line(groups: list[Group]) -> str | None:
+    """`13 pruned search trials (under10k_search), not in this table: ...`: the trials a
+    search stopped early, in one line, with when they were stopped and how far they got."""
+    runs = [r for g in groups for r in g.runs]
+    if not runs:
+        return None
+    sweeps = ", ".join(dict.fromkeys(Path(r.sweep).name for r in runs))
+    when = [f"{e} ({c}{' trials' * (i == 0 and c != 1)}{' trial' * (i == 0 and c == 1)})"
+            for i, (e, c) in enumerate(sorted(Counter(r.epochs_completed for r in runs)
+                                             .items()))]
+    epochs = ", ".join(when[:-1]) + " or " + when[-1] if len(when) > 1 else when[0]
+    vals = [r.val_acc_best for r in runs if r.val_acc_best is not None]
+    reached = (f"; best val acc when stopped {percent(min(vals))} to {percent(max(vals))}"
+               if vals else "")
+    many = len(runs) != 1
+    return (f"{len(runs)} pruned search trial{'s' * many} ({sweeps}), not in this table: "
+            f"pruned after epoch {epochs}{reached}. Their settings and commands are in the "
+            f"CSV beside this file.")
 
 
 def results_records(results: Results) -> Iterable[dict[str, Any]]:
@@ -337,27 +376,59 @@ def results_records(results: Results) -> Iterable[dict[str, Any]]:
 
 # ---- what matters ----------------------------------------------------------------------
 
-MATTERS_INTRO = (
-    "Each value of a swept setting against a reference value (the default where it was "
-    "swept, else the first value), in points of test accuracy (value minus reference), over "
-    "runs that differ in that setting alone. Over seeds: runs paired by seed within each "
-    "combination of the other settings, the pairs of all combinations combined (`all`) in a "
-    "t-test of the mean difference (Welch's test where no seeds match). On the same test "
-    "images: McNemar's exact test on the images one run gets right and the other wrong, "
-    "per pair of runs, which shows the test set's share of the noise apart from the seed's. "
-    "p: Holm-adjusted, over the section's `all` rows, over the combinations of one "
-    "comparison, and over the image-level pairs of one comparison; verdict at 5%. "
-    "`seeds to resolve`: "
-    "seeds per value that would detect a true difference of the size seen with 80% power, "
-    "from the spread the seeds showed.")
+RACE_MAX_SEEDS = 10  # the racing sweeper's default max_seeds (conf/hydra/sweeper/race.yaml)
+ONE_SEED_EACH = "1 seed each: run seed=1,2,3, or race=seeds"
+ONE_RUN_A_SIDE = "one run on a side: run seed=1,2,3 for both values, or race=seeds"
+NOT_EVIDENCE = "that is not evidence about the configuration"
+
+
+def matters_intro(matters: WhatMatters) -> str:
+    family = matters.family_size
+    return (
+        "Each value of a swept setting against a reference value (the default where it was "
+        "swept, else the first value), in points of test accuracy (value minus reference), "
+        "over runs that differ in that setting alone. Each comparison gets one verdict about "
+        "the configuration, from the seeds: `better` or `worse` (at 5%), `not "
+        "distinguishable`, or `not tested` where one seed per value leaves the seed's share "
+        "of the noise unknown; what to run is said where the seeds did not settle it. Over "
+        "seeds: runs paired by seed within each combination of the other settings, the pairs "
+        "of all combinations combined (`all`, the row that carries the comparison's verdict) "
+        "in a t-test of the mean difference (Welch's test where no seeds match). p: "
+        f"Holm-adjusted within its family: the section's {family} "
+        f"comparison{'s' * (family != 1)} tested over seeds (the verdicts), the combinations "
+        "of one comparison, and the image-level pairs of one comparison. Each interval is at "
+        "the confidence level Holm's procedure tested its row at, 1 - 0.05/k (k: the rows of "
+        "its family not yet rejected at its step; a row not rejected, and every row after "
+        "it, at the level of the first one not rejected), so an interval excludes 0 exactly "
+        "when p < 0.05. On the same test images: McNemar's exact test on the images one run "
+        "gets right and the other wrong, per pair of runs: whether these two trained networks "
+        "differ on these test images, which is evidence about the two networks, not about "
+        "the configuration (another seed can reverse it). `seeds to resolve`: seeds per "
+        "value that would detect a true difference of the size seen with 80% power, from the "
+        "spread the seeds showed.")
 
 
 def signed(value: float | None) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
 
-def interval_cell(low: float | None, high: float | None) -> str:
-    return "-" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
+def interval_cell(low: float | None, high: float | None,
+                  confidence: float | None = None) -> str:
+    if low is None or high is None:
+        return "-"
+    level = "" if confidence is None else f" at {level_text(confidence)}"
+    return f"[{bound(low)}, {bound(high)}]{level}"
+
+
+def bound(value: float) -> str:
+    """An interval's end in points: 2 decimals, 3 where 2 would round it to 0.00, so its
+    sign (which side of 0 it is on) stays readable."""
+    return f"{value:+.2f}" if round(abs(value), 2) or value == 0 else f"{value:+.3f}"
+
+
+def level_text(confidence: float) -> str:
+    """0.99285 -> `99.29%`, 0.95 -> `95%`."""
+    return f"{100 * confidence:.4g}%"
 
 
 def p_cell(p: float | None) -> str:
@@ -366,42 +437,130 @@ def p_cell(p: float | None) -> str:
     return f"{p:.2g}" if p >= 0.001 else "< 0.001"
 
 
-def runs_cell(method: str, n: int) -> str:
-    if method == PAIRED:
-        return f"{n} pairs by seed"
-    if method == WELCH:
-        return f"{n}+ runs each, unpaired"
-    if method == ONE_PAIR:
+def runs_cell(row: SeedLevel) -> str:
+    if row.method == PAIRED:
+        return f"{row.n} pairs by seed"
+    if row.method == WELCH:
+        if row.p is None:
+            return f"{row.n} run on a side, no seeds in common: no seed spread"
+        return f"{row.n}+ runs each, unpaired"
+    if row.method == ONE_PAIR:
         return "1 pair: no seed spread"
-    return f"{n} combinations"
+    return f"{row.n} combinations"
 
 
-def seeds_cell(row) -> str:
+def seeds_cell(row: SeedLevel) -> str:
     if row.seeds_needed is None:
-        return "" if row.p_holm is not None and row.verdict != "not distinguishable" else "-"
+        return "" if row.verdict in (BETTER, WORSE) else "-"
     if row.seeds_needed > MAX_SEEDS:
         return f"more than {MAX_SEEDS:,}"
     return str(row.seeds_needed)
 
 
+def what_to_run(row: SeedLevel) -> str | None:
+    """Where the seeds did not settle a comparison: the seeds that would, as overrides."""
+    if row.verdict == UNTESTED:
+        if row.one_seed:
+            return ONE_SEED_EACH if row.method == ONE_PAIR else ONE_RUN_A_SIDE
+        return "run more seeds, or race=seeds"  # no spread among the seeds' differences
+    if row.verdict != TIE or row.seeds_needed is None:
+        return None
+    n = row.seeds_needed
+    if n > MAX_SEEDS:
+        return (f"more than {MAX_SEEDS:,} seeds per value would be needed to resolve a "
+                f"difference this small")
+    race = "race=seeds" + (f" hydra.sweeper.max_seeds={n}" if n > RACE_MAX_SEEDS else "")
+    return (f"{n} seeds per value would resolve a difference this size (80% power): run "
+            f"seed=range(1,{n + 1}), or {race}")
+
+
+def image_evidence(comparison: Comparison) -> str | None:
+    """What the image-level tests say, worded as evidence about the trained networks."""
+    rows = comparison.images
+    if not rows:
+        return None
+    differ = comparison.images_differ
+    if len(rows) == 1:
+        p = p_cell(rows[0].p_holm)
+        if differ:
+            return (f"Image level: these two trained networks differ on these test images "
+                    f"(McNemar p {p}); {NOT_EVIDENCE}.")
+        return (f"Image level: these two trained networks are not distinguishable on these "
+                f"test images (McNemar p {p}).")
+    if differ:
+        name = name_of(comparison.key)
+        ahead = sum(r.diff > 0 for r in differ)
+        ps = sorted(r.p_holm for r in differ)
+        span = p_cell(ps[0]) + (f" to {p_cell(ps[-1])}" if len(ps) > 1 else "")
+        return (f"Image level: {len(differ)} of {len(rows)} pairs of trained networks differ "
+                f"on these test images (McNemar p {span}, Holm over the {len(rows)} pairs; "
+                f"{name}={comparison.value} ahead in {ahead}, {name}={comparison.reference} "
+                f"in {len(differ) - ahead}); {NOT_EVIDENCE}.")
+    smallest = min(r.p_holm for r in rows)
+    return (f"Image level: none of the {len(rows)} pairs of trained networks differ "
+            f"measurably on these test images (smallest McNemar p {p_cell(smallest)}, Holm "
+            f"over the {len(rows)} pairs).")
+
+
+def verdict_parts(comparison: Comparison, family: int) -> tuple[str, str, str]:
+    """(what is compared, its one verdict, the rest in words) of one comparison."""
+    row, name = comparison.answer, name_of(comparison.key)
+    what = f"{name}={comparison.value} against {name}={comparison.reference}"
+    runs = runs_cell(row)
+    if row.verdict == UNTESTED:
+        source = ("1 pair of runs (one seed)" if row.method == ONE_PAIR
+                  else f"{row.n} run on a side and no seeds in common" if row.one_seed
+                  else f"every one of {row.n} pairs by seed alike")
+        seeds = f"{signed(row.diff)} points from {source}, with no seed spread to test it against."
+    else:
+        over = (f"Holm over the {family} comparisons tested over seeds" if family > 1
+                else "the only comparison tested over seeds: nothing to adjust")
+        seeds = (f"{signed(row.diff)} points over {runs}, interval "
+                 f"{interval_cell(row.low, row.high, row.confidence)}, p {p_cell(row.p_holm)} "
+                 f"({over}).")
+    rest = [seeds]
+    todo = what_to_run(row)
+    if todo:
+        rest.append(todo[0].upper() + todo[1:] + ".")
+    evidence = image_evidence(comparison)
+    if evidence:
+        rest.append(evidence)
+    return what, row.verdict, " ".join(rest)
+
+
+def verdict_lines(matters: WhatMatters, markdown: bool = False) -> list[str]:
+    """One line per comparison: its one verdict, in words."""
+    lines = []
+    for comparison in matters.comparisons:
+        what, verdict, rest = verdict_parts(comparison, matters.family_size)
+        lines.append(f"- {what}: **{verdict}**: {rest}" if markdown
+                     else f"{what}: {verdict}: {rest}")
+    return lines
+
+
 NOTHING_TO_COMPARE = "No two runs differ in one swept setting alone: nothing to compare."
 SEED_HEADER = ["setting", "value", "against", "within", "runs", "difference (points)",
-               "95% interval", "p", "verdict", "seeds to resolve"]
+               "interval (Holm)", "p", "verdict", "seeds to resolve"]
+NETWORKS = "these two trained networks"
 IMAGE_HEADER = ["setting", "value", "against", "within", "seed", "images",
                 "right only with the reference", "right only with the value",
-                "difference (points)", "95% interval", "p", "verdict"]
+                "difference (points)", "interval (Holm)", "p", NETWORKS]
 
 
 def seed_rows(matters: WhatMatters) -> list[list[str]]:
-    return [[name_of(r.key), r.value, r.reference, r.within, runs_cell(r.method, r.n),
-             signed(r.diff), interval_cell(r.low, r.high), p_cell(r.p_holm), r.verdict,
-             seeds_cell(r)] for r in matters.seed_level]
+    """The verdict only on a comparison's own row (`all`): its combinations are its parts."""
+    return [[name_of(r.key), r.value, r.reference, r.within, runs_cell(r),
+             signed(r.diff), interval_cell(r.low, r.high, r.confidence), p_cell(r.p_holm),
+             r.verdict if r.within == "all" else "", seeds_cell(r)]
+            for r in matters.seed_level]
 
 
 def image_rows(matters: WhatMatters) -> list[list[str]]:
     return [[name_of(r.key), r.value, r.reference, r.within, r.seed, f"{r.images:,}",
              str(r.reference_only), str(r.value_only), signed(r.diff),
-             interval_cell(r.low, r.high), p_cell(r.p_holm), r.verdict]
+             interval_cell(r.low, r.high, r.confidence), p_cell(r.p_holm),
+             "differ on these test images" if r.differ
+             else "not distinguishable on these test images"]
             for r in matters.image_level]
 
 
@@ -422,9 +581,10 @@ def image_note(matters: WhatMatters) -> str | None:
 
 def matters_markdown(matters: WhatMatters, level: int = 2) -> list[str]:
     h = "#" * level
-    lines = [f"{h} What matters", "", MATTERS_INTRO, ""]
+    lines = [f"{h} What matters", "", matters_intro(matters), ""]
     if matters.empty:
         return [*lines, NOTHING_TO_COMPARE]
+    lines += [f"{h}# Verdicts", "", *verdict_lines(matters, markdown=True), ""]
     lines += [f"{h}# Over seeds", ""]
     lines += md_table(SEED_HEADER, seed_rows(matters)) if matters.seed_level else [
         "No seed-level comparison: no setting has runs on both sides."]
@@ -440,13 +600,18 @@ def print_what_matters(console: Console, matters: WhatMatters | None) -> None:
     """The section in the terminal, after the table of runs (none for a single run)."""
     if matters is None:
         return
+    wrap = not console.is_terminal
     console.print()
     console.print(Text("What matters", style="bold"))
-    console.print(MATTERS_INTRO, markup=False, highlight=False,
-                  soft_wrap=not console.is_terminal)
+    console.print(matters_intro(matters), markup=False, highlight=False, soft_wrap=wrap)
     if matters.empty:
         console.print(NOTHING_TO_COMPARE, markup=False, highlight=False)
         return
+    console.print()
+    console.print(Text("Verdicts", style="bold"))
+    for line in verdict_lines(matters):
+        console.print(line, markup=False, highlight=False, soft_wrap=wrap)
+    console.print()
     for title, header, rows in (("Over seeds", SEED_HEADER, seed_rows(matters)),
                                 ("On the same test images", IMAGE_HEADER,
                                  image_rows(matters))):
@@ -456,14 +621,15 @@ def print_what_matters(console: Console, matters: WhatMatters | None) -> None:
         for name in header:
             table.add_column(name)
         for row in rows:
-            style = {"better": "green", "worse": "red"}.get(row[header.index("verdict")])
+            style = ({"better": "green", "worse": "red"}.get(row[header.index("verdict")])
+                     if "verdict" in header else None)
             table.add_row(*map(Text, row), style=style)
         if not console.is_terminal:
             console.width = max(console.width, Console(width=100_000).measure(table).maximum)
         console.print(table)
     note = image_note(matters)
     if note:
-        console.print(note, markup=False, highlight=False, soft_wrap=not console.is_terminal)
+        console.print(note, markup=False, highlight=False, soft_wrap=wrap)
 
 
 # ---- terminal --------------------------------------------------------------------------

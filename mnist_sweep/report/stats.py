@@ -183,6 +183,11 @@ class Group:
     def finished(self) -> list[Run]:
         return [r for r in self.runs if r.finished]
 
+    @property
+    def pruned(self) -> bool:
+        """A search trial stopped early, never a finished configuration: every run pruned."""
+        return bool(self.runs) and all(r.status == "pruned" for r in self.runs)
+
     def stats(self, attr: str) -> tuple[float | None, float | None]:
         """Mean and sample standard deviation (n - 1) of a metric over the finished runs."""
         values = [getattr(r, attr) for r in self.finished if getattr(r, attr) is not None]
