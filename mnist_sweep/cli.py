@@ -12,15 +12,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mnist_sweep.paths import config_dir
-from mnist_sweep.resolvers import register_resolvers
-from mnist_sweep.sweep.callbacks import DRY_RUN_ENV
-from mnist_sweep.sweep.signals import (
+from mnist_sweep.job.signals import (
+    DRY_RUN_ENV,
     in_joblib_worker,
     stop_after_ctrl_c,
     sweep_ends_soon,
     worker_of_an_ended_sweep,
 )
+from mnist_sweep.paths import config_dir
+from mnist_sweep.resolvers import register_resolvers
 
 register_resolvers()
 
@@ -41,7 +41,7 @@ def hydra_entry(cfg: DictConfig) -> float | None:
     except JobInterrupted as exc:
         if exc.code != 143 or not in_joblib_worker():
             raise
-        # SIGTERM in a joblib worker. From a stopped sweep (sweep/signals.py), whose process
+        # SIGTERM in a joblib worker. From a stopped sweep (job/signals.py), whose process
         # ends moments after passing it on: the worker then starts no queued job. To this
         # worker alone: its job ends interrupted, as a cancelled Slurm job does, and the
         # sweep goes on with the others (and lists it at its end).

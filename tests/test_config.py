@@ -161,3 +161,11 @@ def test_training_on_all_images_leaves_nothing_to_optimise_on_validation() -> No
     assert validate(compose_cfg(["data.val_size=0"])).data.val_size == 0
     with pytest.raises(ConfigError, match="optimized_metric=val/acc_best is not valid"):
         validate(compose_cfg(["data.val_size=0", "hparams_search=optuna"]))
+
+
+def test_folder_names_leave_out_the_overrides_the_record_calls_quiet() -> None:
+    from mnist_sweep.record.settings import QUIET_OVERRIDES
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == list(QUIET_OVERRIDES)

@@ -15,7 +15,11 @@ import pytest
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_sweep.job.stop import install_stop_handlers, restore_stop_handlers, stops_between_batches
+from mnist_sweep.job.signals import (
+    install_stop_handlers,
+    restore_stop_handlers,
+    stops_between_batches,
+)
 from mnist_sweep.resolvers import unique_dir
 from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli, write_tiny_mnist
 

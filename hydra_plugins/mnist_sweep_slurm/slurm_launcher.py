@@ -17,6 +17,7 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf, open_dict
 
+from mnist_sweep.job.signals import NUM_JOBS_ENV
 from mnist_sweep.sweep.slurm import (
     SlurmRefused,
     check_cluster,
@@ -36,14 +37,14 @@ class SlurmLauncher(plugin.SlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """In the job: submitit's handler of Slurm's warning signal (USR2 before a time limit
         or a preemption) checkpoints, requeues and ends the process by raising wherever the
-        signal lands (job/stop.py says what that does inside a write): a job warned so
+        signal lands (job/signals.py says what that does inside a write): a job warned so
         mid-batch did not end before Slurm killed it, its status still `running`. It runs
         at the end of the current batch instead, as SIGTERM and Ctrl-C do."""
         import signal
 
         import submitit
 
-        from mnist_sweep.job.stop import call_between_batches
+        from mnist_sweep.job.signals import call_between_batches
 
         usr_sig = submitit.JobEnvironment._usr_sig()
         handler = signal.getsignal(usr_sig)
@@ -120,7 +121,7 @@ class SlurmLauncher(plugin.SlurmLauncher):
         why = (f"reached its time limit with no requeue left ({time_limit})" if time_limit
                else f"ended {state} without a result ({type(exc).__name__})")
         log.error("[job %d of %s] %s -> %s: Slurm job %s %s; its log: %s", num + 1,
-                  os.environ.get("MNIST_SWEEP_NUM_JOBS", "?"), " ".join(shown) or "(defaults)",
+                  os.environ.get(NUM_JOBS_ENV, "?"), " ".join(shown) or "(defaults)",
                   outcome, job.job_id, why, job.paths.stderr)
         ret = JobReturn(overrides=overrides, cfg=job_cfg, task_name=str(job_cfg.hydra.job.name),
                         working_dir=str(job_dir), status=JobStatus.COMPLETED)

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from mnist_sweep.job.signals import raise_if_requested
 from mnist_sweep.record.status import RUNNING, read_status_or_none, write_status
 
 
@@ -176,3 +177,17 @@ class DivergenceGuard(pl.Callback):
         elif value > self.max_loss:
             self._stop(trainer, f"training loss is {value:.4g}, above trainer.divergence_loss="
                                 f"{self.max_loss:g}")
+
+
+class StopBetweenBatches(pl.Callback):
+    """Raises a Ctrl-C / SIGTERM that came during a batch at that batch's end (job/signals.py
+    says why never inside it)."""
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        raise_if_requested()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        raise_if_requested()
+
+    def on_test_batch_end(self, *args: Any) -> None:
+        raise_if_requested()

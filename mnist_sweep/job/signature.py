@@ -11,28 +11,14 @@ import dataclasses
 from typing import Any
 
 from mnist_sweep.config import RunConfig
+from mnist_sweep.record.settings import (
+    ADDED_SETTINGS,
+    NOT_RESULT_KEYS,
+    NOT_RESULT_PREFIXES,
+    as_typed,
+)
 
-# Settings that do not change what a run computes: where the data lies, how the run is
-# shown or resumed, the search's bookkeeping, and how and where the same computation runs
-# (threads, layout, compilation, device). The last ones change the numbers in their last
-# digits as any other machine does (CPU reductions are not bitwise stable across thread
-# counts or kernels, GPUs use TF32); status.json records which were used (`device`,
-# `cpu_threads`), and docs/troubleshooting.md says what is exact.
-NOT_RESULT_KEYS = frozenset({
-    "trainer.accelerator", "trainer.devices",
-    "resume", "data.root", "data.download", "data.npm_fallback", "data.eval_batch_size",
-    "trainer.enable_progress_bar", "trainer.num_threads", "trainer.lightning_info",
-    "logger.name", "logger.checkpoint_every_epoch", "optimized_metric",
-    "separable", "filters",  # copies of model.separable and model.filters
-    "model.channels_last", "model.compile",  # speed switches: the same network and numbers
-})
-NOT_RESULT_PREFIXES = ("search_trial.",)
-
-
-# Settings added after earlier folders were written, each with the value that computes what
-# those folders' runs computed: a record without the key is read as having that value.
-ADDED_SETTINGS: dict[str, Any] = {"model.ema_decay": 0.0, "model.dropout_masks": "torch"}
-
+_UNSET = "(unset)"  # a setting one of the two records lacks
 
 def with_added_settings(recorded: dict[str, Any]) -> dict[str, Any]:
     """A full record (it has `model.head`) completed with the settings added after it."""
@@ -93,7 +79,7 @@ def changed_settings(recorded: dict[str, Any] | None,
 
 def differences(recorded: dict[str, Any] | None, cfg: RunConfig) -> list[str]:
     """`key: recorded -> configured` for each setting that differs; [] for the same job."""
-    return [f"{k}: {_show(old)} -> {_show(new)}"
+    return [f"{k}: {as_typed(old)} -> {as_typed(new)}"
             for k, (old, new) in changed_settings(recorded, cfg).items()]
 
 
@@ -103,15 +89,5 @@ def restoring_overrides(recorded: dict[str, Any] | None, cfg: RunConfig) -> list
     before `auto`)."""
     if not recorded or "model.head" not in recorded:
         return []
-    return [f"{k}={_show(old)}" for k, (old, _) in changed_settings(recorded, cfg).items()
+    return [f"{k}={as_typed(old)}" for k, (old, _) in changed_settings(recorded, cfg).items()
             if old != _UNSET]
-
-
-_UNSET = "(unset)"
-
-
-def _show(value: Any) -> str:
-    """Values as one types them on the command line."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value)

@@ -36,6 +36,7 @@ from mnist_sweep.job.callbacks import (
     EpochLogger,
     EpochTimer,
     ProgressRecorder,
+    StopBetweenBatches,
 )
 from mnist_sweep.job.checkpoints import (
     AtomicCheckpointIO,
@@ -50,13 +51,11 @@ from mnist_sweep.job.datasets import DataError
 from mnist_sweep.job.devices import DeviceUnavailable, Placement, place_job
 from mnist_sweep.job.dropout import masks_used
 from mnist_sweep.job.folder import (
-    CHECKPOINT_DIR,
     REFUSE,
     REFUSED_AT_START,
     RESUME,
     SKIP,
     describe_files,
-    folder_override,
     judge,
     remove_stale_temporaries,
     start_afresh,
@@ -66,15 +65,16 @@ from mnist_sweep.job.module import CNNClassifier
 from mnist_sweep.job.predictions import write_predictions
 from mnist_sweep.job.pruning import TrialPruned, trial_pruning
 from mnist_sweep.job.quiet import quiet_lightning, srun_hint_off
-from mnist_sweep.job.signature import job_signature
-from mnist_sweep.job.stop import (
-    StopBetweenBatches,
+from mnist_sweep.job.signals import (
     install_stop_handlers,
     restore_stop_handlers,
     stops_between_batches,
 )
+from mnist_sweep.job.signature import job_signature
 from mnist_sweep.job.threads import set_cpu_threads
 from mnist_sweep.locks import FolderLocked, acquire, release
+from mnist_sweep.record.folders import folder_override
+from mnist_sweep.record.layout import CHECKPOINT_DIR
 from mnist_sweep.record.status import (
     DIVERGED,
     FAILED,

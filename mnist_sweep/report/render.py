@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import shlex
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mnist_sweep.record.files import write_atomic
 from mnist_sweep.report.compare import (
     BETTER,
     MAX_SEEDS,
@@ -35,7 +35,7 @@ from mnist_sweep.report.compare import (
     SeedLevel,
     WhatMatters,
 )
-from mnist_sweep.report.read import CHOICES, DAMAGED, Run, job_number
+from mnist_sweep.report.read import CHOICES, DAMAGED, Run, job_label
 from mnist_sweep.report.stats import (
     Group,
     Results,
@@ -151,7 +151,7 @@ def dataset_note(runs: list[Run], markdown: bool = False) -> str | None:
     parts = []
     for name, subset in substitutes.items():
         which = ("all runs" if len(subset) == len(runs)
-                 else "job " + ", ".join(job_number(r.job) for r in subset))
+                 else "job " + ", ".join(job_label(r.job) for r in subset))
         parts.append(f"{which} trained on {code(name) if markdown else name} "
                      f"({substitute_size(name)})")
     return ("Not full MNIST: " + "; ".join(parts) + "; do not compare these numbers with "
@@ -176,7 +176,7 @@ def device_note(runs: list[Run], markdown: bool = False) -> str | None:
             by_device.setdefault(run.device, []).append(run)
     if len(by_device) < 2:
         return None
-    parts = [f"job {', '.join(job_number(r.job) for r in subset)} on "
+    parts = [f"job {', '.join(job_label(r.job) for r in subset)} on "
              f"{code(name) if markdown else name}" for name, subset in by_device.items()]
     return ("Trained on different devices: " + "; ".join(parts)
             + ". Their seconds per epoch do not compare.")
@@ -186,7 +186,7 @@ def common_line(common: list[str], runs: list[Run], markdown: bool = False) -> s
     """What the runs share (stats.common_settings), said of the runs whose settings are
     known only: a run whose config cannot be read is named as unknown instead."""
     known = [r for r in runs if r.settings_known]
-    unknown = [job_number(r.job) for r in runs if not r.settings_known]
+    unknown = [job_label(r.job) for r in runs if not r.settings_known]
     if not unknown:
         what = f"Common to all {len(runs)} runs: " if len(runs) > 1 else "Settings: "
     elif len(known) > 1:
@@ -230,7 +230,7 @@ def summary_markdown(title: str, runs: list[Run], labels: list[str], common: lis
     lines += md_table(
         ["job", "config", "params", "best val acc", "test acc", "test loss", "epochs",
          "s/epoch", "status", "command"],
-        ([job_number(r.job), label, integer(r.params), percent(r.val_acc_best), run_acc(r),
+        ([job_label(r.job), label, integer(r.params), percent(r.val_acc_best), run_acc(r),
           num(r.test_loss), r.epochs_completed, num(r.sec_per_epoch, 2), outcome(r),
           code(r.command)] for r, label in zip(runs, labels, strict=True)))
     if matters is not None:
@@ -640,7 +640,7 @@ def print_table(console: Console, title: str, runs: list[Run], labels: list[str]
     (a log, a pipe) it gets the width that keeps every word whole."""
     header = ("job", "config", "params", "val\nbest", "test acc\n+/- 95%", "test\nloss",
               "epochs", "s/\nepoch", "status")
-    rows = [[job_number(r.job), label, integer(r.params), percent(r.val_acc_best),
+    rows = [[job_label(r.job), label, integer(r.params), percent(r.val_acc_best),
              run_acc(r), num(r.test_loss), str(r.epochs_completed),
              num(r.sec_per_epoch, 2), outcome(r)]
             for r, label in zip(runs, labels, strict=True)]
@@ -665,17 +665,6 @@ def print_table(console: Console, title: str, runs: list[Run], labels: list[str]
 
 
 # ---- files -----------------------------------------------------------------------------
-
-def write_atomic(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Let `write` fill a temporary file beside `path`, then rename it: never half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
 
 def write_text(path: Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

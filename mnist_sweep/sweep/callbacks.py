@@ -22,8 +22,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_sweep.config import ConfigError, RunConfig, validate
-from mnist_sweep.job.folder import REFUSED_AT_START, folder_override
+from mnist_sweep.job.folder import REFUSED_AT_START
+from mnist_sweep.job.signals import (
+    DRY_RUN_ENV,
+    NUM_JOBS_ENV,
+    forward_sigterm_to_jobs,
+    mark_joblib_sweep,
+    remember_folder,
+    stop_forwarding,
+)
 from mnist_sweep.locks import FolderLocked, acquire, release
+from mnist_sweep.record.folders import folder_override
 from mnist_sweep.record.status import read_status_or_none as read_status
 from mnist_sweep.sweep.plan import (
     REFUSE,
@@ -39,16 +48,8 @@ from mnist_sweep.sweep.plan import (
     refuse_if_locked,
 )
 from mnist_sweep.sweep.refusals import clear_refusals, record_refusal, refused_jobs
-from mnist_sweep.sweep.signals import (
-    forward_sigterm_to_jobs,
-    mark_joblib_sweep,
-    remember_folder,
-    stop_forwarding,
-)
 
 log = logging.getLogger("mnist_sweep")
-NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"
-DRY_RUN_ENV = "MNIST_SWEEP_DRY_RUN"  # set by `--dry-run` (cli.py)
 Hook = TypeVar("Hook", bound=Callable[..., Any])
 
 

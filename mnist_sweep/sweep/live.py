@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import statistics
 import sys
 import threading
@@ -25,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich import box
@@ -34,22 +32,23 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from mnist_sweep.job.signals import LIVE_PID_ENV
+from mnist_sweep.record.folders import job_folders, job_number, read_overrides
+from mnist_sweep.record.settings import QUIET_OVERRIDES
 from mnist_sweep.record.status import (
     FINAL,
     FINISHED,
     INTERRUPTED,
     RUNNING,
-    STATUS_FILE,
     StatusDamaged,
     read_record,
+    sec_per_epoch,
 )
 from mnist_sweep.sweep.refusals import REFUSED, refused_jobs
 
 WAITING, DAMAGED = "waiting", "damaged"
-DRAWING_ENV = "MNIST_SWEEP_LIVE_PID"  # the process drawing the table on the terminal
 # Overrides that never tell two jobs apart (where the data is, how much is printed).
-QUIET_KEYS = ("data.root", "resume", "trainer.enable_progress_bar", "trainer.num_threads",
-              "trainer.lightning_info", "hydra.", "hparams_search=", "search_trial=", "race=")
+QUIET_KEYS = (*QUIET_OVERRIDES, "hydra.", "search_trial=")
 PENDING_ASK_S = 5.0  # how often squeue is asked about waiting Slurm jobs
 STYLES = {FINISHED: "green", RUNNING: "bold cyan", WAITING: "dim", "pruned": "yellow"}
 
@@ -73,20 +72,6 @@ class JobState:
     @property
     def done(self) -> bool:
         return self.status not in (RUNNING, WAITING)
-
-
-def sec_per_epoch(seconds: list[float]) -> float | None:
-    """Median seconds per epoch, leaving out the first epoch (start-up) when there are more."""
-    seconds = [s for s in seconds if isinstance(s, (int, float))]
-    if not seconds:
-        return None
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
-
-
-def job_num(name: str) -> int | None:
-    """Hydra's job number from a folder name such as `3_head=gap,filters=16` (or `3`)."""
-    match = re.match(r"(\d+)(?:_|$)", name)
-    return int(match.group(1)) if match else None
 
 
 def shown_overrides(overrides: list[str]) -> list[str]:
@@ -125,21 +110,12 @@ class SweepWatcher:
         self._pending: dict[int, str] = {}
         self._pending_asked = 0.0
 
-    def _job_dirs(self) -> list[Path]:
-        try:
-            entries = list(self.sweep_dir.iterdir())
-        except OSError:  # not created yet
-            return []
-        return [p for p in entries if p.is_dir() and not p.name.startswith(".")
-                and ((p / STATUS_FILE).is_file() or (p / ".hydra").is_dir())]
-
     def _overrides_of(self, job_dir: Path) -> list[str]:
         if job_dir.name not in self._overrides:
-            try:
-                loaded = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-            except (OSError, yaml.YAMLError):
+            overrides = read_overrides(job_dir)
+            if overrides is None:
                 return []  # not written yet: try again at the next look
-            self._overrides[job_dir.name] = [str(o) for o in loaded or []]
+            self._overrides[job_dir.name] = overrides
         return self._overrides[job_dir.name]
 
     def _state(self, num: int | None, name: str, job_dir: Path | None,
@@ -175,9 +151,9 @@ class SweepWatcher:
     def states(self) -> list[JobState]:
         """Every job: the planned ones in order (waiting until their folder appears), then
         the folders that are not in the plan (trials of a search), by job number."""
-        dirs = {p.name: p for p in self._job_dirs()}
-        by_num = {job_num(name): path for name, path in dirs.items()
-                  if job_num(name) is not None}
+        dirs = {p.name: p for p in job_folders(self.sweep_dir)}
+        by_num = {job_number(name): path for name, path in dirs.items()
+                  if job_number(name) is not None}
         rows: list[tuple[JobState, list[str]]] = []
         used: set[str] = set()
         refused = refused_jobs(self.sweep_dir)
@@ -187,10 +163,9 @@ class SweepWatcher:
                 used.add(job_dir.name)
             rows.append((self._state(num, job_dir.name if job_dir else f"#{num}", job_dir,
                                      refused), overrides))
-        rest = sorted((p for n, p in dirs.items() if n not in used),
-                      key=lambda p: (job_num(p.name) is None, job_num(p.name) or 0, p.name))
+        rest = [p for n, p in dirs.items() if n not in used]  # in launch order
         for job_dir in rest:
-            rows.append((self._state(job_num(job_dir.name), job_dir.name, job_dir, refused),
+            rows.append((self._state(job_number(job_dir.name), job_dir.name, job_dir, refused),
                          self._overrides_of(job_dir)))
         labels = labels_of([o for _, o in rows], self.fixed)
         for (state, _), label in zip(rows, labels, strict=True):
@@ -405,7 +380,7 @@ def start_live_view(sweep_dir: Path, planned: list[list[str]] | None,
 
 def stop_live_view() -> None:
     global _active
-    os.environ.pop(DRAWING_ENV, None)
+    os.environ.pop(LIVE_PID_ENV, None)
     view, _active = _active, None
     if view is not None:
         view.stop()
@@ -428,7 +403,7 @@ class LiveViewCallback(Callback):
                                int(trials) if isinstance(trials, int) else None,
                                [str(o) for o in config.hydra.overrides.task])
         if view.terminal:
-            os.environ[DRAWING_ENV] = str(os.getpid())
+            os.environ[LIVE_PID_ENV] = str(os.getpid())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         stop_live_view()
@@ -452,7 +427,7 @@ class SharedTerminalCallback(Callback):
     """
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        drawer = os.environ.get(DRAWING_ENV)
+        drawer = os.environ.get(LIVE_PID_ENV)
         if drawer is None or drawer == str(os.getpid()):
             return
         logging.captureWarnings(True)  # warnings.warn -> the `py.warnings` logger

@@ -11,7 +11,6 @@ verdicts are what `--dry-run` prints.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.folder import REFUSE, RESUME, RUN, SKIP, Verdict, judge
 from mnist_sweep.locks import FolderLocked, check_free
+from mnist_sweep.record.folders import job_folders, job_number
 
 __all__ = ["REFUSE", "RESUME", "RUN", "SKIP", "PlannedJob", "Verdict", "judge"]
 
@@ -52,23 +52,17 @@ def job_folder(job_cfg: DictConfig, num: int) -> Path:
     return Path(str(job_cfg.hydra.sweep.dir)) / str(job_cfg.hydra.sweep.subdir)
 
 
-_NUMBERED = re.compile(r"(\d+)(?:_|$)")
-
-
 def foreign_jobs(sweep_dir: Path, planned: list[PlannedJob]) -> dict[Path, str]:
     """Folders of another sweep that share a job number with a planned job: two sweeps in
     one folder would give the report two jobs of each number and mixed configurations."""
     by_num = {job.num: job.folder.name for job in planned}
     found = {}
-    for child in sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []:
-        match = _NUMBERED.match(child.name)
-        if not (child.is_dir() and match and int(match.group(1)) in by_num):
-            continue
-        if child.name != by_num[int(match.group(1))] and (
-                (child / ".hydra").is_dir() or (child / "status.json").is_file()):
-            found[child] = (f"{child} holds job {match.group(1)} of another sweep (this "
-                            f"sweep's job {match.group(1)} is {by_num[int(match.group(1))]})"
-                            f"; choose another hydra.sweep.dir for a different sweep.")
+    for child in job_folders(sweep_dir):
+        num = job_number(child.name)
+        if num in by_num and child.name != by_num[num]:
+            found[child] = (f"{child} holds job {num} of another sweep (this sweep's job "
+                            f"{num} is {by_num[num]}); choose another hydra.sweep.dir for a "
+                            f"different sweep.")
     return found
 
 

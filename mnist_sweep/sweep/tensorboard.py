@@ -15,7 +15,8 @@ from typing import Any
 from google.protobuf import struct_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
-from mnist_sweep.job.hparams import HPARAM_KEYS, HPARAM_METRICS, hparams_summary, proto_value
+from mnist_sweep.job.hparams import HPARAM_METRICS, hparams_summary, proto_value
+from mnist_sweep.record.settings import HPARAM_KEYS
 
 SUFFIX = ".hparams_experiment"
 METRIC_NAMES = {"test/acc": "test accuracy", "val/acc_best": "best validation accuracy",

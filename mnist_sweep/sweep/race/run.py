@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_sweep.config import RunConfig
-from mnist_sweep.job.folder import folder_override
+from mnist_sweep.record.folders import folder_override
 from mnist_sweep.report.racing import RaceSettings, RaceState
 from mnist_sweep.sweep.race import adapt
 from mnist_sweep.sweep.race.configs import Configuration, RaceError

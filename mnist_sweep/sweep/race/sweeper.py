@@ -22,8 +22,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from mnist_sweep.job.signals import NUM_JOBS_ENV
+
 log = logging.getLogger("mnist_sweep")
-NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"  # read by the per-job log lines (sweep/callbacks.py)
 # what a job's status.json records and a race can maximise
 METRICS = ("val/acc_best", "val/acc", "test/acc")
 

@@ -17,7 +17,6 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from mnist_sweep.job.folder import folder_override
 from mnist_sweep.job.trial import (
     ERROR,
     FOLDER_NUM,
@@ -29,6 +28,7 @@ from mnist_sweep.job.trial import (
     make_pruner,
     open_storage,
 )
+from mnist_sweep.record.folders import folder_override
 from mnist_sweep.sweep.refusals import refused_jobs
 from mnist_sweep.sweep.search.space import SearchSpace, format_value
 from mnist_sweep.sweep.search.study import pruner_spec, storage_location

@@ -22,8 +22,9 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_sweep.job.signals import NUM_JOBS_ENV
+
 log = logging.getLogger("mnist_sweep")
-NUM_JOBS_ENV = "MNIST_SWEEP_NUM_JOBS"  # read by the per-job log lines (sweep/callbacks.py)
 DIRECTIONS = ("maximize", "minimize")
 
 
