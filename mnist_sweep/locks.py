@@ -120,3 +120,14 @@ def check_free(folder: Path, purpose: str) -> None:
             f"process to end, or choose another folder for this {purpose}.") from None
     finally:
         os.close(fd)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with that pid exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.signature import differences, restoring_overrides
+from mnist_sweep.locks import process_alive
 from mnist_sweep.record.folders import read_overrides, rerun_command
 from mnist_sweep.record.layout import (
     CHECKPOINT,
@@ -162,20 +163,11 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         where = folder / sub
         for path in where.iterdir() if where.is_dir() else []:
             match = pattern.fullmatch(path.name)
-            if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            writer = int(match.group(1)) if match else None
+            if writer is not None and writer != os.getpid() and not process_alive(writer):
                 path.unlink(missing_ok=True)
                 stale.append(path)
     return stale
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def name_too_long(folder: Path) -> str | None:

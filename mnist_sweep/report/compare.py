@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
+from mnist_sweep.record.settings import as_typed
 from mnist_sweep.report.read import Run
-from mnist_sweep.report.stats import describe, fmt, schema_defaults, used, varying_keys
+from mnist_sweep.report.stats import describe, schema_defaults, used, varying_keys
 
 ALPHA = 0.05
 POWER = 0.8
@@ -239,7 +240,7 @@ def reference_value(key: str, values: list[str]) -> str:
 
 
 def _seed(run: Run) -> str:
-    return fmt(run.config.get("seed"))
+    return as_typed(run.config.get("seed"))
 
 
 def _cells(runs: list[Run], key: str, others: list[str], sides: tuple[str, str]
@@ -248,11 +249,11 @@ def _cells(runs: list[Run], key: str, others: list[str], sides: tuple[str, str]
     (the first run of a seed where one was repeated)."""
     cells: dict[tuple, dict[str, dict[str, Run]]] = {}
     for run in runs:
-        value = fmt(run.config[key])
+        value = as_typed(run.config[key])
         if value not in sides:
             continue
         # a record that does not hold a setting ran at its default (one it predates)
-        cell = tuple(fmt(run.config[k]) if used(run, k) else
+        cell = tuple(as_typed(run.config[k]) if used(run, k) else
                      None if k in run.config else schema_defaults().get(k) for k in others)
         cells.setdefault(cell, {s: {} for s in sides})[value].setdefault(_seed(run), run)
     return {c: sides_ for c, sides_ in cells.items() if all(sides_.values())}
@@ -321,7 +322,7 @@ def what_matters(runs: Iterable[Run]) -> WhatMatters:
     keys = varying_keys(done, skip={"seed"})
     for key in keys:
         others = [k for k in keys if k != key]
-        values = list(dict.fromkeys(fmt(r.config[key]) for r in done if used(r, key)))
+        values = list(dict.fromkeys(as_typed(r.config[key]) for r in done if used(r, key)))
         reference = reference_value(key, values)
         for value in values:
             if value == reference:

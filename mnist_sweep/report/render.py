@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnist_sweep.record.files import write_atomic
+from mnist_sweep.record.settings import as_typed
 from mnist_sweep.report.compare import (
     BETTER,
     MAX_SEEDS,
@@ -39,7 +40,6 @@ from mnist_sweep.report.read import CHOICES, DAMAGED, Run, job_label
 from mnist_sweep.report.stats import (
     Group,
     Results,
-    fmt,
     images_tested,
     name_of,
     shared_overrides,
@@ -105,7 +105,7 @@ def code(text: str | None) -> str:
 
 
 def seed(run: Run) -> str:
-    return fmt(run.config["seed"]) if "seed" in run.config else "-"
+    return as_typed(run.config["seed"]) if "seed" in run.config else "-"
 
 
 def outcome(run: Run) -> str:
@@ -137,7 +137,7 @@ def record(run: Run) -> dict[str, Any]:
             "test_loss": run.test_loss, "epochs_completed": run.epochs_completed,
             "sec_per_epoch": run.sec_per_epoch, "status": run.status,
             "error": error_cell(run), "command": run.command,
-            "settings": " ".join([*(f"{k}={fmt(v).replace(' ', '')}"  # one token each
+            "settings": " ".join([*(f"{k}={as_typed(v).replace(' ', '')}"  # one token each
                                     for k, v in sorted(run.config.items())),
                                   *([] if run.all_settings else ["..."])]),
             "device": run.device}

