@@ -67,6 +67,19 @@ TINY = ["data.val_size=128", "data.batch_size=64", "trainer.max_epochs=2",
 MPL_CONFIG_DIR = tempfile.mkdtemp(prefix="mnist_sweep_mpl_")
 
 
+@pytest.fixture(scope="session")
+def heads_seeds_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path
+                      ) -> tuple[Path, subprocess.CompletedProcess]:
+    """One finished tiny sweep, head=gmp,gap with seeds 1 and 2 (four real jobs), shared by
+    the tests that only read it: its folder and the command's output."""
+    work = tmp_path_factory.mktemp("heads_seeds")
+    sweep_dir = work / "sweep"
+    proc = run_in_process(["head=gmp,gap", "seed=1,2", "-m", *TINY, f"data.root={tiny_root}",
+                           f"hydra.sweep.dir={sweep_dir}"], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep_dir, proc
+
+
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m mnist_sweep ARGS` for real, with the per-user cache kept in cwd."""

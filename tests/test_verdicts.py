@@ -30,7 +30,7 @@ from mnist_sweep.report.plots import val_acc_figure
 from mnist_sweep.report.read import Run, read_folder
 from mnist_sweep.report.render import matters_markdown, results_markdown
 from mnist_sweep.report.stats import describe
-from tests.conftest import TINY, report_in_process, run_in_process
+from tests.conftest import report_in_process
 from tests.test_report import md_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,15 +40,9 @@ NOT_EVIDENCE = "that is not evidence about the configuration"
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path
-          ) -> tuple[Path, subprocess.CompletedProcess]:
-    """head=gmp,gap with seeds 1 and 2: four real jobs."""
-    work = tmp_path_factory.mktemp("verdicts")
-    sweep_dir = work / "sweep"
-    proc = run_in_process(["head=gmp,gap", "seed=1,2", "-m", *TINY, f"data.root={tiny_root}",
-                           f"hydra.sweep.dir={sweep_dir}"], cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep_dir, proc
+def sweep(heads_seeds_sweep) -> tuple[Path, subprocess.CompletedProcess]:
+    """head=gmp,gap with seeds 1 and 2: four real jobs (conftest.heads_seeds_sweep)."""
+    return heads_seeds_sweep
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,13 @@ import pytest
 import scipy.stats
 
 from mnist_sweep.job.predictions import read_predictions
-from tests.conftest import TINY, run_in_process
 from tests.tensorboard_client import get, scalar_series, tensorboard_server
 from tests.test_report import md_table
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path
-          ) -> tuple[Path, subprocess.CompletedProcess]:
-    work = tmp_path_factory.mktemp("what_matters")
-    sweep_dir = work / "sweep"
-    proc = run_in_process(["head=gmp,gap", "seed=1,2", "-m", *TINY, f"data.root={tiny_root}",
-                    f"hydra.sweep.dir={sweep_dir}"], cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep_dir, proc
+def sweep(heads_seeds_sweep) -> tuple[Path, subprocess.CompletedProcess]:
+    return heads_seeds_sweep
 
 
 def jobs(sweep_dir: Path) -> dict[tuple[str, int], Path]:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from optuna.trial import FrozenTrial
+if TYPE_CHECKING:  # optuna is an optional extra, imported where a search uses it
+    import optuna
+    from optuna.trial import FrozenTrial
 
 PRUNER_ATTR = "pruner"  # study user attribute: the pruner spec the jobs rebuild
 OWNER, FOLDER_NUM, RETRY_OF, JOB_DIR, ERROR, REPLACED = (
@@ -49,6 +50,8 @@ def open_storage(location: str) -> optuna.storages.BaseStorage:
 
 
 def _open_storage(location: str) -> optuna.storages.BaseStorage:
+    import optuna
+
     if "://" in location:
         kwargs: dict[str, Any] = {}
         if location.startswith("sqlite"):
@@ -116,6 +119,8 @@ def repair_torn_journal(path: Path) -> str | None:
 
 
 def make_pruner(spec: dict[str, Any] | None) -> optuna.pruners.BasePruner:
+    import optuna
+
     name = (spec or {}).get("name", "none")
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=spec["n_startup_trials"],
@@ -140,4 +145,6 @@ def frozen_trial(study: optuna.Study, number: int) -> FrozenTrial:
 def live_trial(study: optuna.Study, number: int) -> optuna.trial.Trial:
     """A handle on trial `number` of a stored study, from any process: report, set
     attributes, ask should_prune() (Optuna's ask-and-tell across processes)."""
+    import optuna
+
     return optuna.trial.Trial(study, frozen_trial(study, number)._trial_id)

@@ -12,25 +12,20 @@ state is written to <sweep dir>/race.json after every round.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-from hydra.core.plugins import Plugins
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
-
-from mnist_sweep.job.signals import NUM_JOBS_ENV
+from mnist_sweep.sweep.race.configs import RaceError
+from mnist_sweep.sweep.sweepers import ProjectSweeper
 
 log = logging.getLogger("mnist_sweep")
 # what a job's status.json records and a race can maximise
 METRICS = ("val/acc_best", "val/acc", "test/acc")
 
 
-class RaceSweeper(Sweeper):
+class RaceSweeper(ProjectSweeper):
     """`race=seeds` (hydra/sweeper=race): see conf/hydra/sweeper/race.yaml for the settings."""
+
+    refusal = RaceError
 
     def __init__(self, min_seeds: Any = 3, max_seeds: Any = 10, alpha: Any = 0.05,
                  equivalence: Any = 0.05, max_runs: Any = None,
@@ -38,32 +33,6 @@ class RaceSweeper(Sweeper):
         self.settings_given = {"min_seeds": min_seeds, "max_seeds": max_seeds, "alpha": alpha,
                                "equivalence": equivalence, "max_runs": max_runs}
         self.metric = metric
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
-        self.sweep_dir = Path(str(config.hydra.sweep.dir))
-
-    def sweep(self, arguments: list[str]) -> Any:
-        from mnist_sweep.sweep.callbacks import abandon_sweep
-        from mnist_sweep.sweep.race.configs import RaceError
-
-        try:
-            race = self._prepare(arguments)
-        except RaceError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            abandon_sweep(self.sweep_dir)  # no lock, file or new folder left
-            raise SystemExit(2) from None
-        except SystemExit:  # a check that ends the command itself (callbacks.fail)
-            abandon_sweep(self.sweep_dir)
-            raise
-        return race.run()
-
-    def compose(self, overrides: list[str]) -> DictConfig:
-        return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
 
     def _prepare(self, arguments: list[str]) -> Any:
         from mnist_sweep.sweep.callbacks import dry_run_requested
@@ -86,6 +55,3 @@ class RaceSweeper(Sweeper):
         run_cfgs = check_configurations(configs, str(self.metric), self.compose)
         return Race(self.launcher.launch, self.config, configs, run_cfgs, settings,
                     str(self.metric), self.set_num_jobs)
-
-    def set_num_jobs(self, total: int) -> None:
-        os.environ[NUM_JOBS_ENV] = str(total)

@@ -12,24 +12,21 @@ run one at a time, on the main thread (where Ctrl-C and SIGTERM reach the job).
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
-from hydra.core.plugins import Plugins
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_sweep.job.signals import NUM_JOBS_ENV
+from mnist_sweep.job.trial import SearchError
+from mnist_sweep.sweep.sweepers import ProjectSweeper
 
 log = logging.getLogger("mnist_sweep")
 DIRECTIONS = ("maximize", "minimize")
 
 
-class SearchSweeper(Sweeper):
+class SearchSweeper(ProjectSweeper):
     """`hydra/sweeper=optuna`: see conf/hydra/sweeper/optuna.yaml for the settings."""
+
+    refusal = SearchError
 
     def __init__(self, sampler: Any = None, direction: str = "maximize",
                  study_name: str = "mnist_sweep", storage: str | None = None,
@@ -46,32 +43,8 @@ class SearchSweeper(Sweeper):
         self.pruning = (OmegaConf.to_container(pruning) if isinstance(pruning, DictConfig)
                         else dict(pruning or {}))
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
-        self.sweep_dir = Path(str(config.hydra.sweep.dir))
-
-    def sweep(self, arguments: list[str]) -> Any:
-        from mnist_sweep.job.trial import SearchError
-        from mnist_sweep.sweep.callbacks import abandon_sweep, describe_search
-
-        try:
-            search = self._prepare(arguments)
-        except SearchError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
-            abandon_sweep(self.sweep_dir)  # no lock, experiment file or new folder left
-            raise SystemExit(2) from None
-        describe_search(self.config, self.sweep_dir)
-        return search.run()
-
-    def _compose(self, overrides: list[str]) -> DictConfig:
-        return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-
     def _prepare(self, arguments: list[str]) -> Any:
-        from mnist_sweep.job.trial import SearchError
+        from mnist_sweep.sweep.callbacks import describe_search
         from mnist_sweep.sweep.search.check import check_space
         from mnist_sweep.sweep.search.run import Search, SearchSettings
         from mnist_sweep.sweep.search.space import parse_space
@@ -92,7 +65,7 @@ class SearchSweeper(Sweeper):
         if not space.distributions:
             raise SearchError("the search space is empty: give hydra.sweeper.params, or "
                               "sweeps on the command line, e.g. 'optim.lr=interval(1e-4,1e-2)'.")
-        check_space(space, self._compose)
+        check_space(space, self.compose)
         n_jobs = self.n_jobs
         if n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
             log.warning("hydra.sweeper.n_jobs=%d: Hydra's basic launcher runs jobs in this "
@@ -106,12 +79,12 @@ class SearchSweeper(Sweeper):
             pruning=self.pruning, sampler=self.sampler_cfg,
             max_epochs=int(self.config.trainer.max_epochs),
             folder_name_excludes=list(self.config.hydra.job.config.override_dirname.exclude_keys))
-        return Search(settings, space, str(metric), n_jobs, launch=self._launch_one,
-                      announce_jobs=self.set_num_jobs)
+        search = Search(settings, space, str(metric), n_jobs, launch=self._launch_one,
+                        announce_jobs=self.set_num_jobs)
+        # the HParams experiment, once the search's own settings passed
+        describe_search(self.config, self.sweep_dir)
+        return search
 
     def _launch_one(self, overrides: list[str], num: int) -> Any:
         [ret] = self.launcher.launch([overrides], initial_job_idx=num)
         return ret
-
-    def set_num_jobs(self, total: int) -> None:
-        os.environ[NUM_JOBS_ENV] = str(total)
