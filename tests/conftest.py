@@ -125,6 +125,7 @@ def _in_process(call, argv: list[str], cwd: Path, env_extra: dict[str, str] | No
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.singleton import Singleton
 
+    from mnist_sweep import resolvers
     from mnist_sweep.sweep import callbacks as sweep_callbacks
 
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
@@ -165,4 +166,5 @@ def _in_process(call, argv: list[str], cwd: Path, env_extra: dict[str, str] | No
         GlobalHydra.instance().clear()
         Singleton.set_state(saved_singletons)
         sweep_callbacks._NEW_SWEEP_FOLDERS.clear()
+        resolvers.CREATED_DIRS.clear()
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
