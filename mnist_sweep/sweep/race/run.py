@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_sweep.config import RunConfig
-from mnist_sweep.record.folders import folder_override
+from mnist_sweep.record.folders import folder_override, job_folders, job_number
 from mnist_sweep.report.racing import RaceSettings, RaceState
 from mnist_sweep.sweep.race import adapt
 from mnist_sweep.sweep.race.configs import Configuration, RaceError
@@ -192,7 +192,7 @@ class Race:
         launcher failed, or Ctrl-C came first) is looked for by its number."""
         for run in runs if runs is not None else list(self.runs.values()):
             if run.folder == Path() or not run.folder.is_dir():
-                hits = sorted(self.sweep_dir.glob(f"{run.num}_*"))
+                hits = [p for p in job_folders(self.sweep_dir) if job_number(p.name) == run.num]
                 if not hits:
                     run.status, run.value, run.test = None, None, None
                     continue
