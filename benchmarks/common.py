@@ -29,7 +29,7 @@ B_ONLY = {"progress_bar", "fp32"}  # (c) is fp32 already
 class Switches:
     """Deviations from mnist_sweep's defaults, applied alike to (b) and (c).
 
-    `layout` None means mnist_sweep's default memory layout (ModelConfig.channels_last), so (c)
+    `layout` None means mnist_sweep's default memory layout (model.channels_last), so (c)
     always uses the layout (b) uses; `channels_last` / `contiguous` force one. `threads=N`
     fixes the thread count (mnist_sweep's thread governor is off), so on a 2-core machine
     `contiguous+threads=2` is mnist_sweep before its CPU defaults. `passive` starts the run
@@ -75,9 +75,9 @@ class Switches:
         if self.layout is not None:
             return self.layout == "channels_last"
         sys.path.insert(0, str(REPO))
-        from mnist_sweep.config import ModelConfig
+        from mnist_sweep.config import default_config
 
-        return ModelConfig().channels_last
+        return default_config().model.channels_last
 
     def env(self) -> dict[str, str]:
         """Environment variables the run's process starts with."""

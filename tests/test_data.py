@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from mnist_sweep.config import DataConfig
+from mnist_sweep.config import default_config
 from mnist_sweep.job.augment import random_affine
 from mnist_sweep.job.data import MNISTDataModule, make_splits
 from mnist_sweep.job.datasets import DataError, load_dataset, sample_val_size
@@ -58,7 +59,8 @@ def test_split_is_seeded_and_disjoint(tiny_root, cache) -> None:
 
 
 def test_datamodule_serves_in_memory_batches(tiny_root, cache) -> None:
-    dm = MNISTDataModule(DataConfig(root=str(tiny_root), val_size=128, batch_size=100))
+    dm = MNISTDataModule(replace(default_config().data, root=str(tiny_root), val_size=128,
+                                 batch_size=100))
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == len(dm.train_dataloader()) == 6

@@ -3,11 +3,13 @@ torch's, drawn from the generator checkpoints save."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from scipy.stats import binomtest
 
-from mnist_sweep.config import ConfigError, ModelConfig
+from mnist_sweep.config import ConfigError, default_config
 from mnist_sweep.job.dropout import Dropout, masks_used, quantised_rate
 from mnist_sweep.job.network import build_network
 from mnist_sweep.job.signature import differences
@@ -88,17 +90,16 @@ def test_the_network_uses_the_configured_masks_and_keeps_its_parameters() -> Non
 def test_a_bad_value_names_the_setting() -> None:
     with pytest.raises(ConfigError, match=r"model.dropout_masks=int8 is not valid: expected "
                                           r"auto \| int16 \| torch"):
-        ModelConfig(dropout_masks="int8")
+        replace(default_config().model, dropout_masks="int8")
 
 
 def test_folders_from_before_the_setting_computed_torch_masks() -> None:
     """A job folder written before `model.dropout_masks` existed holds a run of torch's
     masks: it is the same job as `model.dropout_masks=torch` and another one than auto."""
-    from mnist_sweep.config import RunConfig
     from mnist_sweep.job.signature import job_signature
 
-    auto = RunConfig()
+    auto = default_config()
     old_record = {k: v for k, v in job_signature(auto).items() if k != "model.dropout_masks"}
     assert differences(old_record, auto) == ["model.dropout_masks: torch -> auto"]
-    torch_masks = RunConfig(model=ModelConfig(dropout_masks="torch"))
+    torch_masks = replace(auto, model=replace(auto.model, dropout_masks="torch"))
     assert differences(old_record, torch_masks) == []

@@ -12,11 +12,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mnist_sweep.config import ConfigError, RunConfig, validate
+from mnist_sweep.config import ConfigError, RunConfig, default_config, validate
 from mnist_sweep.paths import config_dir
 from tests.conftest import MPL_CONFIG_DIR, REPO, run_cli
 
@@ -35,16 +36,16 @@ def compose_cfg(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def float_settings(cls: type = RunConfig, prefix: str = "") -> list[str]:
+def float_settings(cls: type = RunConfig, prefix: str = "", defaults: Any = None) -> list[str]:
     """Every setting of the schema that holds a float: typed float (or float | None), or
-    typed Any with a float default (the trainer's batch limits)."""
+    typed Any with a float default in conf/ (the trainer's batch limits)."""
+    defaults = default_config() if defaults is None else defaults
     keys = []
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                   else f.default)
+        default = getattr(defaults, f.name)
         if dataclasses.is_dataclass(default):
-            keys += float_settings(type(default), f"{key}.")
+            keys += float_settings(type(default), f"{key}.", default)
         elif "float" in str(f.type) or isinstance(default, float):
             keys.append(key)
     return keys

@@ -73,10 +73,11 @@ def varying_keys(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
 
 @cache
 def schema_defaults() -> dict[str, str]:
-    """Every setting's default in the config schema (mnist_sweep/config.py), as text."""
-    from mnist_sweep.config import RunConfig
+    """Every setting's default, as conf/ composes it (mnist_sweep/config.py: default_config),
+    as text."""
+    from mnist_sweep.config import default_config
 
-    return {k: as_typed(v) for k, v in flatten(asdict(RunConfig())).items()}
+    return {k: as_typed(v) for k, v in flatten(asdict(default_config())).items()}
 
 
 def common_settings(runs: list[Run], skip: set[str] = frozenset()) -> list[str]:
