@@ -21,7 +21,6 @@ from mnist_sweep.job.signals import NUM_JOBS_ENV
 from mnist_sweep.sweep.slurm import (
     SlurmRefused,
     check_cluster,
-    leave_as_found,
     record_jobs,
     record_stopped_job,
 )
@@ -60,8 +59,11 @@ class SlurmLauncher(plugin.SlurmLauncher):
         try:
             check_cluster(self.params)
         except SlurmRefused as exc:
+            from mnist_sweep.sweep.callbacks import abandon_sweep
+
             print(f"Error: {exc.message}", file=sys.stderr)
-            leave_as_found(Path(str(self.config.hydra.sweep.dir)))
+            # on_multirun_start ran: the lock, the HParams experiment and new folders go
+            abandon_sweep(Path(str(self.config.hydra.sweep.dir)))
             raise
 
     def launch(self, job_overrides: Sequence[Sequence[str]],

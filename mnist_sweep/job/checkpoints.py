@@ -18,15 +18,10 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from mnist_sweep.config import RunConfig
 from mnist_sweep.job.module import BEST_VAL_ACC_KEY
 from mnist_sweep.record.files import write_atomic
-from mnist_sweep.record.layout import CHECKPOINT
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used for the configured job."""
-
-
-def last_checkpoint(job_dir: Path) -> Path:
-    return Path(job_dir) / CHECKPOINT
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -7,6 +7,12 @@ Everything a job leaves behind lives in its own folder (Hydra's output dir):
     predictions.npz    the predicted class of each test image (job/predictions.py)
     status.json        running | finished | failed | diverged | interrupted | pruned
     .mnist_sweep.lock  held while a process trains here (see locks.py)
+
+How a job can end is one table, ENDINGS: for each way (finished, refused, interrupted by
+Ctrl-C or SIGTERM, stopped by its launcher, pruned, diverged, failed, unable to write...),
+the status status.json records, the exit code of a single run, whether a sweep carries on
+with its next job or stops, and whether the record names the checkpoint the job continues
+from. run_job tells which way a job ended (_ending_of) and does what the table says (_end).
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import signal
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +50,6 @@ from mnist_sweep.job.checkpoints import (
     JobSignature,
     RandomState,
     check_checkpoint,
-    last_checkpoint,
 )
 from mnist_sweep.job.data import MNISTDataModule
 from mnist_sweep.job.datasets import DataError
@@ -74,7 +79,7 @@ from mnist_sweep.job.signature import job_signature
 from mnist_sweep.job.threads import set_cpu_threads
 from mnist_sweep.locks import FolderLocked, acquire, release
 from mnist_sweep.record.folders import folder_override
-from mnist_sweep.record.layout import CHECKPOINT_DIR
+from mnist_sweep.record.layout import CHECKPOINT_DIR, last_checkpoint
 from mnist_sweep.record.status import (
     DIVERGED,
     FAILED,
@@ -83,6 +88,7 @@ from mnist_sweep.record.status import (
     PRUNED,
     RUNNING,
     read_status,
+    write_interrupted,
     write_status,
 )
 
@@ -267,23 +273,79 @@ def record_cpu_threads(job_dir: Path, resumed: bool, used: set[int]) -> None:
     write_status(job_dir, RUNNING, cpu_threads=sorted(set(before or []) | used))
 
 
-def _record_failure(job_dir: Path, status: str, error: str) -> None:
-    """Record how the job ended, as far as the disk still allows."""
-    try:
-        write_status(job_dir, status, error=error)
-    except OSError as exc:
-        log.error("could not record the job's end in %s/status.json: %s", job_dir, exc)
+@dataclass(frozen=True)
+class Ending:
+    """What one way of ending does: `status` is what status.json records (None: nothing,
+    the folder is not this job's to write); `single_exit` the exit code of a single run (0:
+    it returns; None: the exception it ended with goes on unchanged, in a sweep too);
+    `sweep_goes_on` whether a sweep carries on with its next job (False: it stops here);
+    `checkpoint` whether the record names the checkpoint the job continues from."""
+
+    status: str | None
+    single_exit: int | None
+    sweep_goes_on: bool
+    checkpoint: bool = False
 
 
-def _record_requeue(job_dir: Path) -> None:
-    """The job's record, written just before its launcher requeues it (Slurm kills the
-    process right then): interrupted, with the checkpoint it continues from. A finished
-    record is left as it is."""
-    if (read_status(job_dir) or {}).get("status") != RUNNING:
-        return
-    ckpt = last_checkpoint(job_dir)
-    write_status(job_dir, INTERRUPTED, error="interrupted (requeued by its launcher)",
-                 checkpoint=str(ckpt) if ckpt.is_file() else None)
+REFUSED, CTRL_C, SIGTERM, LAUNCHER_EXIT, REQUEUED, OUT_OF_REQUEUES, WRITE_FAILED, CRASHED = (
+    "refused", "ctrl-c", "sigterm", "launcher exit", "requeued", "out of requeues",
+    "write failed", "crashed")
+# Every way a job ends -> what it records, a single run's exit code, whether the sweep
+# goes on, whether the record names the checkpoint to continue from.
+ENDINGS: dict[str, Ending] = {
+    # trained and tested: its metrics are recorded; a single run prints them
+    FINISHED: Ending(FINISHED, 0, True),
+    # its folder changed since the sweep's check, or another process holds it
+    REFUSED: Ending(None, 1, True),
+    # Ctrl-C (or a SystemExit inside the training): JobInterrupted(130)
+    CTRL_C: Ending(INTERRUPTED, 130, False, checkpoint=True),
+    # SIGTERM (`kill`, `scancel`, a preempting scheduler): JobInterrupted(143)
+    SIGTERM: Ending(INTERRUPTED, 143, False, checkpoint=True),
+    # a launcher's own exit (submitit requeues a timed-out job with exit code 144)
+    LAUNCHER_EXIT: Ending(INTERRUPTED, None, False),
+    # recorded just before the launcher requeues the job (Slurm kills the process then)
+    REQUEUED: Ending(INTERRUPTED, None, False, checkpoint=True),
+    # submitit's time-limit warning with no requeue left: the next command continues it
+    OUT_OF_REQUEUES: Ending(INTERRUPTED, 0, True, checkpoint=True),
+    # the search stopped a losing trial: a final end of its own, not a failure
+    PRUNED: Ending(PRUNED, 0, True),
+    # the loss, or the trained network's test outputs, are not finite
+    DIVERGED: Ending(DIVERGED, 1, True),
+    # a config (a search trial's), data, checkpoint or device problem its message names
+    FAILED: Ending(FAILED, 1, True),
+    # the folder cannot be written (a full disk): every later job would fail the same way
+    WRITE_FAILED: Ending(FAILED, 1, False),
+    # anything else: the traceback goes to the log
+    CRASHED: Ending(FAILED, 1, True),
+}
+
+
+def _ending_of(exc: BaseException, job_dir: Path,
+               run_cfg: RunConfig) -> tuple[str, str] | None:
+    """Which of ENDINGS an exception out of the training is, and why in words (status.json's
+    `error`; a pruned trial's: the line saying so); None for one that ends no job."""
+    if isinstance(exc, SIGTERMException):
+        return SIGTERM, "interrupted (SIGTERM)"
+    if type(exc) is SystemExit and exc.code not in (None, 0, 1):
+        return LAUNCHER_EXIT, f"stopped by its launcher (exit {exc.code})"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return CTRL_C, "interrupted (SIGINT)"
+    if isinstance(exc, TrialPruned):
+        return PRUNED, (f"pruned after epoch {exc.epoch} of {run_cfg.trainer.max_epochs} "
+                        f"({run_cfg.optimized_metric}={exc.value:.4f}): behind the search's "
+                        f"other trials")
+    if isinstance(exc, DivergedError):
+        return DIVERGED, str(exc)
+    if isinstance(exc, (ConfigError, DataError, CheckpointError, DeviceUnavailable)):
+        return FAILED, str(exc)
+    if not isinstance(exc, Exception):
+        return None
+    if _out_of_requeues(exc):
+        return OUT_OF_REQUEUES, f"interrupted (time limit: {exc})"
+    failure = write_failure(exc)
+    if failure:
+        return WRITE_FAILED, f"cannot write to {job_dir}: {failure}"
+    return CRASHED, f"{type(exc).__name__}: {exc}"
 
 
 def _out_of_requeues(exc: BaseException) -> bool:
@@ -294,21 +356,91 @@ def _out_of_requeues(exc: BaseException) -> bool:
             and type(exc).__module__.startswith("submitit"))
 
 
-def _give_up(job_dir: Path, multirun: bool, status: str, message: str) -> None:
-    """A job that did not finish: exit non-zero in a single run, carry on in a sweep."""
-    log.error("job %s: %s", status, message)
-    if not multirun:
-        print(f"Error: {message}", file=sys.stderr)
-        raise SystemExit(1) from None
+def _record(how: str, job_dir: Path, error: str, exc: BaseException | None = None
+            ) -> Path | None:
+    """Write status.json as ENDINGS[how] says; returns the checkpoint it names, if any.
+
+    The records a resume relies on (interrupted with its checkpoint, pruned) raise when they
+    cannot be written; a failure is recorded as far as the disk still allows, its own
+    message being the one that matters."""
+    ending = ENDINGS[how]
+    if ending.checkpoint:
+        return write_interrupted(job_dir, error)
+    if how == PRUNED:
+        write_status(job_dir, PRUNED, epoch=getattr(exc, "epoch", None), error=None)
+    elif ending.status is not None:
+        try:
+            write_status(job_dir, ending.status, error=error)
+        except OSError as write_exc:
+            log.error("could not record the job's end in %s/status.json: %s", job_dir,
+                      write_exc)
+    return None
+
+
+def _record_requeue(job_dir: Path) -> None:
+    """The job's record, written just before its launcher requeues it. A finished record is
+    left as it is."""
+    if (read_status(job_dir) or {}).get("status") == RUNNING:
+        _record(REQUEUED, job_dir, "interrupted (requeued by its launcher)")
+
+
+def _end(how: str, job_dir: Path, multirun: bool, error: str,
+         exc: BaseException | None = None) -> None:
+    """End the job as ENDINGS[how] says: record it, say it, and raise where the process
+    stops (a single run's exit code; JobInterrupted or WriteFailed, in a sweep too); return
+    where the sweep goes on, or where the exception itself goes on (run_job raises it)."""
+    ending = ENDINGS[how]
+    ckpt = _record(how, job_dir, error, exc)
+    if how in (CTRL_C, SIGTERM):
+        again = (folder_override("hydra.sweep.dir", job_dir.parent) if multirun
+                 else folder_override("hydra.run.dir", job_dir))
+        where = (f"from {ckpt} (the end of its last whole epoch)" if ckpt
+                 else "from the start (no epoch had finished)")
+        log.error("job interrupted. Run the same command with %s to continue it %s.", again,
+                  where)
+        raise JobInterrupted(ending.single_exit) from None
+    if how == WRITE_FAILED:
+        assert exc is not None
+        raise WriteFailed(f"{job_dir} cannot be written: {write_failure(exc)}. Free space (or "
+                          f"choose a folder on another disk) and run the same command "
+                          f"again; finished jobs are kept.",
+                          job_dir.parent if multirun else None) from None
+    if how == OUT_OF_REQUEUES:
+        log.error("job interrupted at its time limit. Run the same command with %s to "
+                  "continue it.", folder_override("hydra.sweep.dir", job_dir.parent))
+    elif how == PRUNED:
+        log.info("job %s", error)
+        if not multirun:
+            print(f"{error}\nfiles: {job_dir}")
+    elif how == CRASHED:  # keep the evidence
+        log.exception("job failed")
+    elif how in (REFUSED, DIVERGED, FAILED):
+        log.error("job %s: %s", how, error)
+        if not multirun:
+            print(f"Error: {error}", file=sys.stderr)
+    if not multirun and ending.single_exit:
+        raise SystemExit(ending.single_exit) from None
+
+
+def _take_folder(job_dir: Path) -> str | None:
+    """Lock the job's folder and remove what a writer that died mid-write left there; why
+    the job is refused when another live process holds it."""
+    try:
+        note = acquire(job_dir, "job")
+    except FolderLocked as exc:
+        return str(exc)
+    if note:
+        log.warning(note)
+    for stale in remove_stale_temporaries(job_dir):  # under the lock: no live writer
+        log.warning("removed %s, a temporary file left by a process that ended mid-write",
+                    stale)
+    return None
 
 
 def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
             multirun: bool = False) -> float | None:
-    """Run one job with the sweep's failure policy and return the metric to optimise.
-
-    A finished job is skipped (resume). Failures are recorded in status.json; in a multirun
-    the sweep carries on with the next job, in a single run the process exits non-zero.
-    """
+    """Run one job and return the metric to optimise. A finished job is skipped (resume);
+    every other way it ends is one of ENDINGS, and is recorded and acted on as it says."""
     job_dir = Path(job_dir)
     try:
         run_cfg = validate(cfg)
@@ -316,32 +448,21 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
         if not multirun:
             raise
         job_dir.mkdir(parents=True, exist_ok=True)
-        _record_failure(job_dir, FAILED, str(exc))
-        log.error("job failed: %s", exc)
+        _end(FAILED, job_dir, multirun, str(exc))
         return None
     verdict = judge(job_dir, run_cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if verdict.action == SKIP:
         log.info("%s %s: skipping (resume=true)", job_dir, verdict.detail)
         metrics = (read_status(job_dir) or {}).get("metrics") or {}
         return metrics.get(run_cfg.optimized_metric or "")
-    if verdict.action == REFUSE:  # checked before the sweep; here only if the folder changed
-        REFUSED_AT_START[job_dir.resolve()] = verdict.detail
-        _give_up(job_dir, multirun, "refused", verdict.detail)
+    # REFUSE was checked before the sweep; it comes here only if the folder changed since
+    refusal = verdict.detail if verdict.action == REFUSE else _take_folder(job_dir)
+    if refusal is not None:
+        REFUSED_AT_START[job_dir.resolve()] = refusal
+        _end(REFUSED, job_dir, multirun, refusal)
         return None
-    try:
-        note = acquire(job_dir, "job")
-    except FolderLocked as exc:
-        REFUSED_AT_START[job_dir.resolve()] = str(exc)
-        _give_up(job_dir, multirun, "refused", str(exc))
-        return None
-    if note:
-        log.warning(note)
-    for stale in remove_stale_temporaries(job_dir):  # under the lock: no live writer
-        log.warning("removed %s, a temporary file left by a process that ended mid-write",
-                    stale)
     # SIGTERM (`kill`, `scancel`, a preempting scheduler) stops the job like Ctrl-C does
-    previous_handlers = install_stop_handlers(
-        record_stop=lambda: _record_requeue(job_dir))
+    previous_handlers = install_stop_handlers(record_stop=lambda: _record_requeue(job_dir))
     placement = None
     try:
         write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)
@@ -350,58 +471,12 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
             metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME,
                                 placement=placement)
         write_status(job_dir, FINISHED, metrics=metrics, error=None)
-    except (KeyboardInterrupt, SIGTERMException, SystemExit) as exc:
-        code = 143 if isinstance(exc, SIGTERMException) else 130
-        if type(exc) is SystemExit and exc.code not in (None, 0, 1):
-            # A launcher's own exit (submitit requeues a timed-out job with exit code 144):
-            # record it and let the launcher see its code unchanged.
-            _record_failure(job_dir, INTERRUPTED, f"stopped by its launcher (exit {exc.code})")
-            raise
-        ckpt = last_checkpoint(job_dir)
-        write_status(job_dir, INTERRUPTED, error=f"interrupted ({signal.Signals(code - 128).name})",
-                     checkpoint=str(ckpt) if ckpt.is_file() else None)
-        again = (folder_override("hydra.sweep.dir", job_dir.parent) if multirun
-                 else folder_override("hydra.run.dir", job_dir))
-        where = (f"from {ckpt} (the end of its last whole epoch)" if ckpt.is_file()
-                 else "from the start (no epoch had finished)")
-        log.error("job interrupted. Run the same command with %s to continue it %s.", again,
-                  where)
-        raise JobInterrupted(code) from None
-    except TrialPruned as exc:  # a final end of its own: the search stopped a losing trial
-        write_status(job_dir, PRUNED, epoch=exc.epoch, error=None)
-        line = (f"pruned after epoch {exc.epoch} of {run_cfg.trainer.max_epochs} "
-                f"({run_cfg.optimized_metric}={exc.value:.4f}): behind the search's other trials")
-        log.info("job %s", line)
-        if not multirun:
-            print(f"{line}\nfiles: {job_dir}")
-        return None
-    except DivergedError as exc:
-        _record_failure(job_dir, DIVERGED, str(exc))
-        _give_up(job_dir, multirun, DIVERGED, str(exc))
-        return None
-    except (ConfigError, DataError, CheckpointError, DeviceUnavailable) as exc:
-        _record_failure(job_dir, FAILED, str(exc))
-        _give_up(job_dir, multirun, FAILED, str(exc))
-        return None
-    except Exception as exc:  # anything else: keep the sweep going, keep the evidence
-        if _out_of_requeues(exc):
-            ckpt = last_checkpoint(job_dir)
-            write_status(job_dir, INTERRUPTED, error=f"interrupted (time limit: {exc})",
-                         checkpoint=str(ckpt) if ckpt.is_file() else None)
-            log.error("job interrupted at its time limit. Run the same command with %s to "
-                      "continue it.", folder_override("hydra.sweep.dir", job_dir.parent))
-            return None
-        failure = write_failure(exc)
-        if failure:
-            _record_failure(job_dir, FAILED, f"cannot write to {job_dir}: {failure}")
-            raise WriteFailed(f"{job_dir} cannot be written: {failure}. Free space (or "
-                              f"choose a folder on another disk) and run the same command "
-                              f"again; finished jobs are kept.",
-                              job_dir.parent if multirun else None) from None
-        _record_failure(job_dir, FAILED, f"{type(exc).__name__}: {exc}")
-        log.exception("job failed")
-        if not multirun:
-            raise SystemExit(1) from None
+    except BaseException as exc:
+        how, error = _ending_of(exc, job_dir, run_cfg) or (None, "")
+        if how is not None:
+            _end(how, job_dir, multirun, error, exc)  # raises where the process stops
+        if how is None or ENDINGS[how].single_exit is None:
+            raise  # no job's ending, or a launcher's exit: it goes on unchanged
         return None
     finally:
         restore_stop_handlers(previous_handlers)

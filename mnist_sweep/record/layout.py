@@ -27,3 +27,9 @@ HPARAMS_FILE = "hparams.yaml"  # Lightning's TensorBoardLogger writes it beside 
 # named by the writer's pid
 TEMPORARIES = {CHECKPOINT_DIR: re.compile(r"\.last\.ckpt\.(\d+)\.tmp"),
                ".": re.compile(r"\.status\.json\.(\d+)\.tmp")}
+
+
+def last_checkpoint(job_dir: Path) -> Path:
+    """Where the job in `job_dir` keeps the checkpoint it continues from (whether or not
+    one has been written yet)."""
+    return Path(job_dir) / CHECKPOINT

@@ -26,6 +26,8 @@ Fields (all optional but `status` and `updated`):
     metrics         the final metrics (finished jobs)
     predictions     the record of predictions.npz, the per-image test predictions (finished
                     jobs; see job/predictions.py)
+    checkpoint      the checkpoint an interrupted job continues from; null when no epoch
+                    had finished (write_interrupted)
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_sweep.record.files import write_atomic
-from mnist_sweep.record.layout import CONFIG_FILE, STATUS_FILE
+from mnist_sweep.record.layout import CONFIG_FILE, STATUS_FILE, last_checkpoint
 
 RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, PRUNED = (
     "running", "finished", "failed", "diverged", "interrupted", "pruned")
@@ -215,6 +217,16 @@ def write_status(job_dir: Path, status: str, **fields: Any) -> dict[str, Any]:
     write_atomic(job_dir / STATUS_FILE,
                  json.dumps(strict(record), indent=2, default=str, allow_nan=False) + "\n")
     return record
+
+
+def write_interrupted(job_dir: Path, error: str) -> Path | None:
+    """Record the job as interrupted (`error`: by what), with the checkpoint it continues
+    from, the end of its last whole epoch, when it has one; returns that checkpoint, or None
+    when no epoch had finished (`checkpoint` is then null). Raises OSError as write_status."""
+    ckpt = last_checkpoint(job_dir)
+    found = ckpt if ckpt.is_file() else None
+    write_status(job_dir, INTERRUPTED, error=error, checkpoint=str(found) if found else None)
+    return found
 
 
 def sec_per_epoch(seconds: list[float]) -> float | None:

@@ -7,6 +7,7 @@ sweep's outcome is decided: the report is written and the exit code set.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -186,12 +187,22 @@ def describe_in_tensorboard(sweep_dir: Path, run_cfgs: list[RunConfig],
     or a search's parameters)."""
     # TensorBoard's protobuf modules take a noticeable part of a second: loaded only here
     from mnist_sweep.job.hparams import hparams_of
-    from mnist_sweep.sweep.tensorboard import names_of_keys, swept_names, write_experiment
+    from mnist_sweep.sweep.tensorboard import (
+        SUFFIX,
+        names_of_keys,
+        swept_names,
+        write_experiment,
+    )
 
     records = [hparams_of(cfg, cfg.data.name, 0, str(cfg.trainer.precision))
                for cfg in run_cfgs]
     swept = names_of_keys(searched_keys) if searched_keys is not None else swept_names(records)
+    pattern = f"events.out.tfevents.*{SUFFIX}"
+    replaces = any(sweep_dir.glob(pattern))
     write_experiment(sweep_dir, records, swept)
+    if not replaces:  # a file this command added: a refusal removes it again (abandon_sweep)
+        _NEW_SWEEP_FILES.setdefault(Path(os.path.abspath(sweep_dir)), []).extend(
+            sweep_dir.glob(pattern))
 
 
 def describe_seed_groups(sweep_dir: Path, runs: list[Any]) -> None:
@@ -213,6 +224,9 @@ def describe_search(config: DictConfig, sweep_dir: Path) -> None:
 # levels of the default multirun/<date>/<time>). A command refused before its first job
 # leaves them as they were, which is absent; a folder that was there before stays.
 _NEW_SWEEP_FOLDERS: dict[Path, list[Path]] = {}
+# By sweep folder: the files this command added to it (the HParams experiment, where the
+# folder held none), which a refusal removes again. One it replaced stays, as rewritten.
+_NEW_SWEEP_FILES: dict[Path, list[Path]] = {}
 
 
 def remember_new_folders(sweep_dir: Path) -> None:
@@ -223,17 +237,26 @@ def remember_new_folders(sweep_dir: Path) -> None:
     folder = Path(os.path.abspath(sweep_dir))
     path = [*reversed(folder.parents), folder]
     _NEW_SWEEP_FOLDERS[folder] = [p for p in path if p in CREATED_DIRS or not p.exists()]
+    _NEW_SWEEP_FILES.pop(folder, None)  # a new command: it has written nothing yet
 
 
 def abandon_sweep(sweep_dir: Path) -> None:
-    """Undo what on_multirun_start did to a sweep folder whose command is refused before any
-    job ran (a search whose settings the sweeper refuses): the lock goes, and the folders
-    the command created go with it, each while nothing else was written there."""
+    """Undo what this command did to a sweep folder when it is refused before any job ran
+    (a check that failed, a dry run, Ctrl-C, a search or race whose settings the sweeper
+    refuses, a Slurm request the cluster can never run): the lock goes, the files this
+    command added there go (the HParams experiment), and the folders it created go with
+    them, each only once it is empty. Nothing else is touched: a folder that was there
+    before stays, and so does every file this command did not add (a finished result, a
+    user's notes)."""
+    folder = Path(os.path.abspath(sweep_dir))
     release(sweep_dir)
-    for folder in reversed(_NEW_SWEEP_FOLDERS.pop(Path(os.path.abspath(sweep_dir)), [])):
+    for path in _NEW_SWEEP_FILES.pop(folder, []):
+        with contextlib.suppress(OSError):  # a read-only folder: it stays, with the file
+            path.unlink(missing_ok=True)
+    for made in reversed(_NEW_SWEEP_FOLDERS.pop(folder, [])):
         try:
-            folder.rmdir()  # only an empty folder
-        except OSError:  # something was written there (or above: the folder is not empty)
+            made.rmdir()  # only an empty folder
+        except OSError:  # something else is there (or above: the folder is not empty)
             break
 
 

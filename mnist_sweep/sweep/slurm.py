@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from mnist_sweep.record.files import write_atomic
-from mnist_sweep.record.layout import CHECKPOINT
 
 JOBS_FILE = ".slurm_jobs.json"  # in the sweep folder: Hydra job number -> Slurm job id
 # A job PENDING longer than this many seconds shows Slurm's reason in the live view.
@@ -283,6 +282,7 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str,
         INTERRUPTED,
         RUNNING,
         read_status_or_none,
+        write_interrupted,
         write_status,
     )
 
@@ -291,27 +291,11 @@ def record_stopped_job(job_dir: Path, slurm_state: str, job_id: str,
         return str(status["status"])  # it recorded its own end (e.g. interrupted at SIGTERM)
     stopped = time_limit is not None or slurm_state.split()[0] in STOPPED_STATES
     outcome = INTERRUPTED if stopped or status.get("status") == RUNNING else FAILED
-    ckpt = job_dir / CHECKPOINT
     job_dir.mkdir(parents=True, exist_ok=True)
     error = (f"interrupted (time limit: {time_limit})" if time_limit else
              f"Slurm job {job_id} ended {slurm_state} before the job recorded its end")
-    write_status(job_dir, outcome, error=error,
-                 **({"checkpoint": str(ckpt)} if ckpt.is_file() else {}))
+    if outcome == INTERRUPTED:
+        write_interrupted(job_dir, error)
+    else:  # it never recorded its start: nothing of it to continue from
+        write_status(job_dir, FAILED, error=error)
     return outcome
-
-
-def leave_as_found(sweep_dir: Path) -> None:
-    """After a refusal: the sweep's lock released, and a folder this command created (it
-    holds only the sweep's HParams experiment) removed again."""
-    from mnist_sweep.locks import release
-
-    release(sweep_dir)
-    try:
-        entries = list(sweep_dir.iterdir())
-    except OSError:
-        return
-    if entries and all(p.is_file() and (p.name.endswith(".hparams_experiment")
-                                        or p.name == ".mnist_sweep.lock") for p in entries):
-        for p in entries:
-            p.unlink(missing_ok=True)
-        sweep_dir.rmdir()
