@@ -4,10 +4,13 @@ no process boundary is what a test is about."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,17 +70,62 @@ TINY = ["data.val_size=128", "data.batch_size=64", "trainer.max_epochs=2",
 MPL_CONFIG_DIR = tempfile.mkdtemp(prefix="mnist_sweep_mpl_")
 
 
+# The shared sweep's command line, less data.root and hydra.sweep.dir: a test that runs it
+# again on a copy of the folder (hydra.sweep.dir=<the copy>) gives the same jobs.
+HEADS_SEEDS = ["head=gmp,gap", "seed=1,2", "-m", *TINY]
+# Its jobs in their order: job k is (head, seed) HEADS_SEEDS_JOBS[k].
+HEADS_SEEDS_JOBS = [("gmp", 1), ("gmp", 2), ("gap", 1), ("gap", 2)]
+
+
 @pytest.fixture(scope="session")
 def heads_seeds_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path
                       ) -> tuple[Path, subprocess.CompletedProcess]:
-    """One finished tiny sweep, head=gmp,gap with seeds 1 and 2 (four real jobs), shared by
-    the tests that only read it: its folder and the command's output."""
+    """One finished tiny sweep, head=gmp,gap with seeds 1 and 2 (four real jobs, two epochs
+    each, named by their overrides), shared by the tests that only read it: its folder and
+    the command's output. Never write into it: copy it (shutil.copytree) first; that
+    includes reporting on it, which rewrites its summary files."""
     work = tmp_path_factory.mktemp("heads_seeds")
     sweep_dir = work / "sweep"
-    proc = run_in_process(["head=gmp,gap", "seed=1,2", "-m", *TINY, f"data.root={tiny_root}",
+    proc = run_in_process([*HEADS_SEEDS, f"data.root={tiny_root}",
                            f"hydra.sweep.dir={sweep_dir}"], cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep_dir, proc
+
+
+def seed_one_jobs(sweep_dir: Path, folder: Path) -> Path:
+    """Copy the seed-1 job folders of heads_seeds_sweep into `folder` (created): what
+    `head=gmp,gap -m` leaves (seed 1 is the default), without the report's files."""
+    folder.mkdir(parents=True)
+    for job in sweep_dir.iterdir():
+        if job.is_dir() and "seed=1" in job.name:
+            shutil.copytree(job, folder / job.name)
+    assert len(list(folder.iterdir())) == 2
+    return folder
+
+
+@pytest.fixture(scope="session")
+def heads_seeds_tensorboard(heads_seeds_sweep, tmp_path_factory: pytest.TempPathFactory
+                            ) -> Iterator[str]:
+    """A real TensorBoard server on heads_seeds_sweep, shared by the tests that query it;
+    yields its base URL once every run is fully loaded: the four jobs with their final
+    test/acc (the last value a job writes, at its epoch) and the two seed groups."""
+    from tests.tensorboard_client import get, scalar_series, tensorboard_server
+
+    sweep_dir = heads_seeds_sweep[0]
+    jobs = {f"{p.parent.name}/tb/{json.loads(p.read_text())['dataset']}"
+            for p in sweep_dir.glob("*/status.json")}
+    assert len(jobs) == len(HEADS_SEEDS_JOBS)
+
+    def loaded(base: str) -> bool:
+        runs = get(base, "/data/runs")
+        return len(runs) == 1 + len(jobs) + 2 and jobs <= set(runs) and all(
+            scalar_series(base, run, "test/acc") for run in runs if run != ".") and all(
+            any(step > 0 for _, step, _ in scalar_series(base, run, "test/acc"))
+            for run in jobs)
+
+    log = tmp_path_factory.mktemp("heads_seeds_tb") / "tensorboard.log"
+    with tensorboard_server(sweep_dir, log, loaded) as base:
+        yield base
 
 
 def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
@@ -141,6 +189,7 @@ def _in_process(call, argv: list[str], cwd: Path, env_extra: dict[str, str] | No
     os.environ.pop("MNIST_SWEEP_WARNED", None)
     out, err = io.StringIO(), io.StringIO()
     code: int = 0
+    _shut_down_joblib_workers()
     try:
         os.chdir(cwd)
         sys.argv = argv
@@ -166,5 +215,37 @@ def _in_process(call, argv: list[str], cwd: Path, env_extra: dict[str, str] | No
         GlobalHydra.instance().clear()
         Singleton.set_state(saved_singletons)
         sweep_callbacks._NEW_SWEEP_FOLDERS.clear()
+        sweep_callbacks._NEW_SWEEP_FILES.clear()
         resolvers.CREATED_DIRS.clear()
+        _shut_down_joblib_workers()
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _shut_down_joblib_workers() -> None:
+    """joblib keeps its worker processes for the next Parallel call of the same process
+    (loky's reusable executor), with the working folder and environment they started with:
+    a later sweep run in this process would train in them, writing its relative sweep folder
+    under the first one's. A command run in-process gets new workers, as a new process
+    would, and leaves none behind."""
+    if "joblib" not in sys.modules:
+        return
+    from joblib.externals.loky import reusable_executor
+
+    executor = reusable_executor._executor
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+# Files whose tests mostly wait on other processes (a Slurm cluster's scheduling, signalled
+# sweeps, a terminal): run first, so their waiting overlaps the rest of the suite instead
+# of ending it on one worker while the others are idle (xdist hands out whole files in
+# collection order, pyproject.toml's `--dist loadfile`).
+WAITING_FILES = ("test_slurm.py", "test_reliability.py", "test_live.py", "test_trust.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def waits_first(item: pytest.Item) -> int:
+        name = item.path.name
+        return WAITING_FILES.index(name) if name in WAITING_FILES else len(WAITING_FILES)
+
+    items.sort(key=waits_first)  # stable: the order within each group stays as collected

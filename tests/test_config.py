@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import typing
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,16 @@ from omegaconf import MISSING
 from mnist_sweep.config import ConfigError, RunConfig, default_config, validate
 from mnist_sweep.job.network import build_network, count_parameters
 from mnist_sweep.paths import config_dir
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_in_process
+
+
+def run_without_gpus(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None):
+    """The command with CUDA_VISIBLE_DEVICES="" (in env_extra) hiding every GPU. That works
+    only in a process whose CUDA has not started: where torch sees a GPU, this process's may
+    have, so there it runs in a new process; without one, in this process."""
+    runner = run_in_process if not torch.cuda.is_available() else run_cli
+    return runner(args, cwd=cwd, env_extra=env_extra)
+
 
 # Trainable parameters of every head x separable x filters combination.
 EXPECTED_PARAMS = {
@@ -143,8 +153,8 @@ def test_onecycle_starts_at_optim_lr_and_peaks_at_max_lr() -> None:
 ])
 def test_cli_rejects_bad_input_with_one_message(tmp_path, args, needle) -> None:
     # GPUs hidden: "no GPU" must hold on a machine with one too (a single run trains here)
-    proc = run_cli([*args, "hydra.sweep.dir=sweep", "hydra.run.dir=run"], cwd=tmp_path,
-                   env_extra={"CUDA_VISIBLE_DEVICES": ""})
+    proc = run_without_gpus([*args, "hydra.sweep.dir=sweep", "hydra.run.dir=run"],
+                            cwd=tmp_path, env_extra={"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -153,9 +163,9 @@ def test_cli_rejects_bad_input_with_one_message(tmp_path, args, needle) -> None:
 
 
 def test_cli_help_and_cfg_job(tmp_path) -> None:
-    helped = run_cli(["--help"], cwd=tmp_path)
+    helped = run_in_process(["--help"], cwd=tmp_path)
     assert helped.returncode == 0 and "head: flatten, gap, gmp" in helped.stdout
-    printed = run_cli(["--cfg", "job", "head=gap", "optim.lr=0.01"], cwd=tmp_path)
+    printed = run_in_process(["--cfg", "job", "head=gap", "optim.lr=0.01"], cwd=tmp_path)
     assert printed.returncode == 0
     assert "head: gap" in printed.stdout and "lr: 0.01" in printed.stdout
 

@@ -18,7 +18,7 @@ import torch
 from mnist_sweep.job import threads
 from mnist_sweep.job.devices import precision_used
 from mnist_sweep.job.threads import ThreadGovernor
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, run_cli, run_in_process
 
 # Tiny runs as in TINY, with torch's own thread count (TINY pins one thread), on the CPU
 # also where there is a GPU (the thread count is a CPU run's).
@@ -28,6 +28,7 @@ TINY_DEFAULT_THREADS = [a for a in TINY if not a.startswith("trainer.num_threads
 
 def job_log(root: Path) -> str:
     return "".join(p.read_text() for p in root.rglob("cli.log"))
+
 
 
 def test_thread_count_leaves_room_for_others() -> None:
@@ -45,9 +46,11 @@ def test_job_steps_down_beside_a_busy_process(tiny_root: Path, tmp_path: Path) -
                            capture_output=True, text=True, check=True)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        # enough batches for the governor's first look, two seconds in
-        result = run_cli([f"data.root={tiny_root}", f"hydra.run.dir={tmp_path / 'run'}",
-                          *TINY_DEFAULT_THREADS, "trainer.max_epochs=4"], cwd=tmp_path)
+        # enough batches for the governor's first look, two seconds in. In this process: the
+        # governor compares the machine's busy CPU time with this process's own (the job's),
+        # and a job starts from the thread count torch had before any job changed it
+        result = run_in_process([f"data.root={tiny_root}", f"hydra.run.dir={tmp_path / 'run'}",
+                                 *TINY_DEFAULT_THREADS, "trainer.max_epochs=4"], cwd=tmp_path)
     finally:
         busy.kill()
         busy.wait()
@@ -71,16 +74,18 @@ def test_a_fixed_thread_count_turns_the_governor_off() -> None:
 
 def test_joblib_workers_get_their_share_of_the_cores(tiny_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    result = run_cli(["-m", "head=gmp,gap", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                      f"data.root={tiny_root}", *TINY_DEFAULT_THREADS], cwd=tmp_path)
+    # the sweep's process here; its jobs train in joblib's worker processes, started anew
+    result = run_in_process(["-m", "head=gmp,gap", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=2", f"data.root={tiny_root}",
+                             *TINY_DEFAULT_THREADS], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     per_worker = max(torch.get_num_threads() // 2, 1)  # joblib: cores // n_jobs
     assert job_log(tmp_path).count(f"torch {per_worker} CPU threads") == 2
 
 
 def test_weights_are_stored_channels_last(tiny_root: Path, tmp_path: Path) -> None:
-    result = run_cli([f"data.root={tiny_root}", f"hydra.run.dir={tmp_path / 'run'}", *TINY],
-                     cwd=tmp_path)
+    result = run_in_process([f"data.root={tiny_root}", f"hydra.run.dir={tmp_path / 'run'}",
+                             *TINY], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False,
                        map_location="cpu")["state_dict"]
@@ -107,6 +112,9 @@ def test_auto_precision_is_bf16_where_the_cpu_has_bf16_units_and_the_user_wins(
     bf16_units = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     expected = {"auto": "bf16-mixed" if bf16_units else "32-true", "32-true": "32-true"}
     sweep = tmp_path / "sweep"
+    # a new process: the AMP line is Lightning's INFO, through its loggers, whose handler and
+    # propagation Lightning sets when it is first imported (before or after the command's
+    # logging is set up); and where the CPU has no bf16 units the check is that it is absent
     result = run_cli(["-m", "trainer.precision=auto,32-true", f"data.root={tiny_root}",
                       f"hydra.sweep.dir={sweep}", *TINY, "trainer.accelerator=cpu",
                       "trainer.lightning_info=true"], cwd=tmp_path)

@@ -21,8 +21,11 @@ from mnist_sweep.job.checkpoints import RandomState, cuda_state_to_restore
 from mnist_sweep.job.devices import GPU_LOCK, choose_gpu
 from mnist_sweep.job.network import GlobalPool, build_network
 from mnist_sweep.locks import hold_if_free
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, report_in_process
+from tests.test_config import run_without_gpus
 
+# GPUs hidden from a command: in this process where torch sees none (nothing to hide), in a
+# new one where it sees one (tests/test_config.py: run_without_gpus)
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -80,9 +83,10 @@ def test_checkpoints_of_the_adaptive_pool_network_still_load() -> None:
 def test_a_gpu_sweep_submits_and_each_job_fails_where_it_finds_no_gpu(tiny_root,
                                                                       tmp_path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = run_cli(["-m", "head=gmp,gap", "trainer.accelerator=gpu",
-                    "hydra/launcher=submitit_local", f"data.root={tiny_root}", *TINY,
-                    "hydra.sweep.dir=sweep"], cwd=tmp_path, env_extra=NO_GPU)
+    # the submitting process here where there is no GPU; the jobs are submitit's processes
+    proc = run_without_gpus(["-m", "head=gmp,gap", "trainer.accelerator=gpu",
+                             "hydra/launcher=submitit_local", f"data.root={tiny_root}", *TINY,
+                             "hydra.sweep.dir=sweep"], cwd=tmp_path, env_extra=NO_GPU)
     assert proc.returncode == 1, proc.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if (p / "status.json").is_file())
     assert len(jobs) == 2  # submitted: the submitting process did not refuse the sweep
@@ -206,7 +210,8 @@ def test_a_job_takes_a_gpu_no_other_job_holds(tmp_path) -> None:
 def test_the_record_names_the_device_used_and_accelerator_is_not_the_job(tiny_root,
                                                                         tmp_path) -> None:
     args = [f"data.root={tiny_root}", *TINY, "hydra.run.dir=run"]
-    first = run_cli([*args, "trainer.accelerator=cpu"], cwd=tmp_path, env_extra=NO_GPU)
+    first = run_without_gpus([*args, "trainer.accelerator=cpu"], cwd=tmp_path,
+                             env_extra=NO_GPU)
     assert first.returncode == 0, first.stderr[-3000:]
     status = status_of(tmp_path / "run")
     assert status["device"] == "cpu"
@@ -220,21 +225,22 @@ def test_the_record_names_the_device_used_and_accelerator_is_not_the_job(tiny_ro
     assert status["signature"]["model.dropout_masks"] == "auto"
     assert status["dropout_masks"] == "int16"
     # the same job asked for with accelerator=auto is the same finished job, not another
-    again = run_cli([*args, "trainer.accelerator=auto"], cwd=tmp_path, env_extra=NO_GPU)
+    again = run_without_gpus([*args, "trainer.accelerator=auto"], cwd=tmp_path,
+                             env_extra=NO_GPU)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to do" in again.stdout
 
 
 def test_a_run_resumed_on_another_kind_of_device_says_so(tiny_root, tmp_path) -> None:
     args = [f"data.root={tiny_root}", *TINY, "hydra.run.dir=run", "trainer.accelerator=cpu"]
-    first = run_cli(args, cwd=tmp_path, env_extra=NO_GPU)
+    first = run_without_gpus(args, cwd=tmp_path, env_extra=NO_GPU)
     assert first.returncode == 0, first.stderr[-3000:]
     # the same folder as if a run on a GPU had been interrupted after its last epoch
     run = tmp_path / "run"
     status = status_of(run)
     status.update(status="interrupted", device="cuda", device_name="NVIDIA H200")
     (run / "status.json").write_text(json.dumps(status))
-    resumed = run_cli(args, cwd=tmp_path, env_extra=NO_GPU)
+    resumed = run_without_gpus(args, cwd=tmp_path, env_extra=NO_GPU)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (run / "cli.log").read_text()
     assert log.count("this run started on cuda and continues on cpu") == 1
@@ -242,9 +248,9 @@ def test_a_run_resumed_on_another_kind_of_device_says_so(tiny_root, tmp_path) ->
 
 
 def test_the_report_says_when_runs_trained_on_different_devices(tiny_root, tmp_path) -> None:
-    proc = run_cli(["-m", "head=gmp,gap", f"data.root={tiny_root}", *TINY,
-                    "trainer.accelerator=cpu", "hydra.sweep.dir=sweep"], cwd=tmp_path,
-                   env_extra=NO_GPU)
+    proc = run_without_gpus(["-m", "head=gmp,gap", f"data.root={tiny_root}", *TINY,
+                             "trainer.accelerator=cpu", "hydra.sweep.dir=sweep"], cwd=tmp_path,
+                            env_extra=NO_GPU)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Trained on different devices" not in proc.stdout  # one device: nothing to say
     job = next(p for p in (tmp_path / "sweep").iterdir() if p.name.startswith("1_"))
@@ -252,8 +258,7 @@ def test_the_report_says_when_runs_trained_on_different_devices(tiny_root, tmp_p
     cpu_name = status["device_name"]
     status.update(device="cuda", device_name="NVIDIA H200")
     (job / "status.json").write_text(json.dumps(status))
-    report = subprocess.run([sys.executable, "-m", "mnist_sweep.report", "sweep"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    report = report_in_process(["sweep"], cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     summary = (tmp_path / "sweep" / "summary.md").read_text()
     (note,) = [ln for ln in summary.splitlines() if ln.startswith("Trained on different devices")]

@@ -1,6 +1,6 @@
-"""Scale-out through Hydra's own plugins, run for real in subprocesses on tiny data: parallel
-jobs with the joblib launcher, jobs as separate processes with submitit's local executor, and
-the Slurm preset's composed config (on a real cluster: test_slurm.py). Searches: test_search.py."""
+"""Scale-out through Hydra's own plugins, run for real on tiny data: parallel jobs with the
+joblib launcher, jobs as separate processes with submitit's local executor, and the Slurm
+preset's composed config (on a real cluster: test_slurm.py). Searches: test_search.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY, TINY_DATA, run_cli
+from tests.conftest import TINY, TINY_DATA, run_cli, run_in_process
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -47,11 +47,13 @@ def mpl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("matplotlib")
 
 
-def run(args: list[str], cwd: Path, mpl_dir: Path | None = None,
+def run(args: list[str], cwd: Path, mpl_dir: Path | None = None, runner=run_in_process,
         ) -> tuple[subprocess.CompletedProcess, list[Path]]:
-    """Run the command line in `cwd`; return its result and the sweep folders under `cwd`."""
+    """Run the command line in `cwd` (by default through its entry point in this process;
+    the launchers' jobs are processes of their own all the same); return its result and the
+    sweep folders under `cwd`."""
     env = {"MPLCONFIGDIR": str(mpl_dir)} if mpl_dir else None
-    result = run_cli(args, cwd=cwd, env_extra=env)
+    result = runner(args, cwd=cwd, env_extra=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result, sweep_dirs(cwd)
 
@@ -60,7 +62,9 @@ def test_joblib_runs_jobs_in_parallel_in_one_sweep_folder(
         tiny_root: Path, tmp_path: Path, mpl_dir: Path) -> None:
     args = ["-m", "head=gmp,gap", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
             f"data.root={tiny_root}", *TINY]
-    result, sweeps = run(args, tmp_path, mpl_dir)
+    # a new process: the jobs' lines below are written by joblib's workers to the stdout
+    # they inherit from the command's process, which only a real process's pipe collects
+    result, sweeps = run(args, tmp_path, mpl_dir, runner=run_cli)
     # unique_dir ran once, in the launching process: Hydra copied its cached value into
     # both workers' job configs, so no worker claimed a folder of its own
     assert len(sweeps) == 1, sweeps

@@ -1,9 +1,11 @@
-"""`race=seeds`, the racing sweeper, run for real in subprocesses on tiny data through
-joblib's launcher: a configuration that cannot learn is dropped after min_seeds, two
-configurations that train identically never get a winner, the same command again launches
-nothing, a SIGTERM leaves it consistent and the same command continues it to the same
-decisions, the report shows the race, and a race that cannot start is refused with one
-message and nothing left behind. The statistics themselves are report/racing.py's."""
+"""`race=seeds`, the racing sweeper, run for real on tiny data through joblib's launcher
+(the race's own process is this one, through the command's entry point, except where a
+signal is sent to it; its jobs train in joblib's worker processes): a configuration that
+cannot learn is dropped after min_seeds, two configurations that train identically never
+get a winner, the same command again launches nothing, a SIGTERM leaves it consistent and
+the same command continues it to the same decisions, the report shows the race, and a race
+that cannot start is refused with one message and nothing left behind. The statistics
+themselves are report/racing.py's."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from mnist_sweep.report.race_section import RACE_FILE, race_markdown
 from mnist_sweep.sweep.race.adapt import check_budget, make_settings
 from mnist_sweep.sweep.race.configs import RaceError, configurations
 from mnist_sweep.sweep.race.runs import Matcher
-from tests.conftest import MPL_CONFIG_DIR, run_cli
+from tests.conftest import MPL_CONFIG_DIR, run_in_process
 
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 
@@ -43,6 +45,12 @@ LEARNS, CANNOT = "optim.lr=0.01", "optim.lr=1e-09"
 def race_args(tiny_root: Path, sweep: Path, *extra: str, joblib: bool = True) -> list[str]:
     return [*RACE, *(JOBLIB if joblib else []), *extra, f"data.root={tiny_root}",
             f"hydra.sweep.dir={sweep}"]
+
+
+
+def run_race(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The race command through its entry point in this process (no signal is sent to it)."""
+    return run_in_process(args, cwd=cwd)
 
 
 def read_race(sweep: Path) -> dict:
@@ -81,7 +89,7 @@ def race(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNam
     cwd = tmp_path_factory.mktemp("race")
     sweep = cwd / "race"
     args = race_args(tiny_root, sweep, "optim.lr=1e-9,0.01")
-    result = run_cli(args, cwd=cwd)
+    result = run_race(args, cwd=cwd)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return SimpleNamespace(cwd=cwd, sweep=sweep, args=args, result=result,
                            out=result.stdout + result.stderr,
@@ -161,7 +169,7 @@ def test_the_live_view_shows_each_configurations_race_status(race) -> None:
 
 
 def test_the_same_command_again_launches_nothing_and_decides_the_same(race) -> None:
-    again = run_cli(race.args, cwd=race.cwd)
+    again = run_race(race.args, cwd=race.cwd)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     out = again.stdout + again.stderr
     assert "6 finished run(s) found" in out
@@ -231,7 +239,7 @@ def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
     for name, status in stopped.items():
         assert status["status"] == "interrupted", (name, status)
 
-    result = run_cli(args, cwd=tmp_path)
+    result = run_race(args, cwd=tmp_path)  # the same command, continuing the race
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in stopped:  # relaunched under its own number, in its own folder
         status = json.loads((sweep / name / "status.json").read_text())
@@ -245,9 +253,9 @@ def test_identical_configurations_never_get_a_winner(tiny_root: Path, tmp_path: 
     # configurations train the same network on the same seeds, so they are equal. Hydra's
     # basic launcher: one run after another, in the race's own process.
     sweep = tmp_path / "race"
-    result = run_cli(race_args(tiny_root, sweep, "optim.lr=0.01",
-                               "trainer.lightning_info=false,true", joblib=False),
-                     cwd=tmp_path)
+    result = run_race(race_args(tiny_root, sweep, "optim.lr=0.01",
+                                "trainer.lightning_info=false,true", joblib=False),
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = read_race(sweep)
     statuses = {c["name"]: c["status"] for c in record["configurations"]}
@@ -266,9 +274,9 @@ def test_a_failed_run_never_counts_is_asked_again_then_stops_the_race(
         tiny_root: Path, tmp_path: Path) -> None:
     # optim.lr=1e6 diverges in its first epoch, on every seed
     sweep = tmp_path / "race"
-    result = run_cli(race_args(tiny_root, sweep, "optim.lr=1e6,0.01", "trainer.max_epochs=1",
-                               "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=2",
-                               joblib=False), cwd=tmp_path)
+    result = run_race(race_args(tiny_root, sweep, "optim.lr=1e6,0.01", "trainer.max_epochs=1",
+                                "hydra.sweeper.min_seeds=2", "hydra.sweeper.max_seeds=2",
+                                joblib=False), cwd=tmp_path)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     record = read_race(sweep)
     assert not record["over"] and record["stop_reason"].startswith(
@@ -297,7 +305,7 @@ def test_a_failed_run_never_counts_is_asked_again_then_stops_the_race(
 def test_a_race_that_cannot_start_is_refused_with_one_message(
         tiny_root: Path, tmp_path: Path, extra: list[str], says: str) -> None:
     sweep = tmp_path / "race"
-    result = run_cli(race_args(tiny_root, sweep, *extra), cwd=tmp_path)
+    result = run_race(race_args(tiny_root, sweep, *extra), cwd=tmp_path)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and says in errors[0], result.stderr

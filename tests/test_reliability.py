@@ -21,7 +21,7 @@ from mnist_sweep.job.signals import (
     stops_between_batches,
 )
 from mnist_sweep.resolvers import unique_dir
-from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli, write_tiny_mnist
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_in_process, write_tiny_mnist
 
 
 def status_of(job: Path) -> dict:
@@ -44,7 +44,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> 
     labels.write_bytes(labels.read_bytes()[:20])
     args = ["-m", f"data.root={tiny_root},{corrupt}", "optim=sgd", "optim.lr=0.01,1e30",
             "scheduler=constant", *TINY, "hydra.sweep.dir=sweep"]
-    proc = run_cli(args, cwd=tmp_path)
+    proc = run_in_process(args, cwd=tmp_path)
     assert proc.returncode == 1
     jobs = jobs_of(tmp_path / "sweep")
     assert len(jobs) == 4  # every job ran although earlier ones failed
@@ -61,7 +61,7 @@ def test_failed_and_diverged_jobs_do_not_stop_the_sweep(tiny_root, tmp_path) -> 
     # Re-running into the same folder skips the finished job and retries the others.
     finished_before = (jobs[0] / "status.json").read_text()
     events_before = sorted((jobs[0] / "tb" / TINY_DATA).iterdir())
-    again = run_cli(args, cwd=tmp_path)
+    again = run_in_process(args, cwd=tmp_path)
     assert again.returncode == 1
     assert (jobs[0] / "status.json").read_text() == finished_before
     assert sorted((jobs[0] / "tb" / TINY_DATA).iterdir()) == events_before
@@ -108,7 +108,7 @@ def test_ctrl_c_then_resume_finishes_every_job_exactly_once(tiny_root, tmp_path)
     assert status_of(jobs[0])["status"] == "interrupted"
     assert "hydra.sweep.dir=" in output
 
-    resumed = run_cli(args, cwd=tmp_path)
+    resumed = run_in_process(args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     jobs = jobs_of(first)
     assert len(jobs) == 2
@@ -135,19 +135,19 @@ def test_sigterm_checkpoints_and_a_changed_network_is_refused(tiny_root, tmp_pat
 
     # resuming with a changed configuration is refused before anything is written
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    wrong = run_cli([*args, "filters=32"], cwd=tmp_path)
+    wrong = run_in_process([*args, "filters=32"], cwd=tmp_path)
     assert wrong.returncode == 2
     assert "unfinished (interrupted) run started with another configuration" in wrong.stderr
     assert "model.filters: 16 -> 32" in wrong.stderr
     assert "Traceback" not in wrong.stderr
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
-    resumed = run_cli(args, cwd=tmp_path)
+    resumed = run_in_process(args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     status = status_of(tmp_path / "run")
     assert status["status"] == "finished" and status["metrics"]["epochs"] == 3
 
-    overwrite = run_cli([*args, "resume=false"], cwd=tmp_path)
+    overwrite = run_in_process([*args, "resume=false"], cwd=tmp_path)
     assert overwrite.returncode == 2 and "never overwritten" in overwrite.stderr
     assert status_of(tmp_path / "run") == status
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shlex
 import shutil
@@ -30,6 +31,7 @@ from tests.conftest import (
     TINY_DATA,
     report_in_process,
     run_in_process,
+    seed_one_jobs,
     write_tiny_mnist,
 )
 
@@ -85,11 +87,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def head_sweep(work: Path, tiny_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    sweep_dir = work / "heads"
-    proc = multirun(["head=gmp,gap"], str(tiny_root), sweep_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep_dir, proc
+def head_sweep(heads_seeds_sweep, work: Path) -> Path:
+    """What `head=gmp,gap -m` leaves (one job per head, seed 1): the seed-1 jobs of the shared
+    sweep (conftest.heads_seeds_sweep), copied, since reporting on it rewrites its files."""
+    return seed_one_jobs(heads_seeds_sweep[0], work / "heads")
 
 
 @pytest.fixture(scope="module")
@@ -103,16 +104,17 @@ def seed_sweep(work: Path, tiny_root: Path) -> tuple[Path, subprocess.CompletedP
     return sweep_dir, multirun(["seed=1,2"], f"{tiny_root},{broken}", sweep_dir)
 
 
-def test_multirun_prints_the_table_and_writes_the_report(head_sweep) -> None:
-    sweep_dir, proc = head_sweep
+def test_multirun_prints_the_table_and_writes_the_report(heads_seeds_sweep) -> None:
+    sweep_dir, proc = heads_seeds_sweep  # head=gmp,gap seed=1,2: four jobs
     assert f"Sweep {sweep_dir}" in proc.stdout
     table = proc.stdout.split(f"Sweep {sweep_dir}", 1)[1]
-    assert "head=gmp" in table and "head=gap" in table and table.count("finished") == 2
-    # what the jobs share is said once, above the table; the rows name only the head
+    assert "head=gmp" in table and "head=gap" in table and table.count("finished") == 4
+    # what the jobs share is said once, above the table; the rows name only what is swept
     common = next(line for line in table.splitlines() if line.startswith("Common to all"))
-    assert common.startswith(f"Common to all 2 runs: separable=false filters=16 "
+    assert common.startswith(f"Common to all 4 runs: separable=false filters=16 "
                              f"data={TINY_DATA} ")
     assert "batch_size=64" in common and "data.val_size=128" in common and "head=" not in common
+    assert "seed=" not in common
     assert "data.root" not in table
     assert f"Not full MNIST: all runs trained on {TINY_DATA} (640 training" in proc.stdout
     for name in REPORT_FILES:
@@ -121,11 +123,12 @@ def test_multirun_prints_the_table_and_writes_the_report(head_sweep) -> None:
     assert not list(sweep_dir.glob(".*.tmp")), "temporary files left behind"
 
 
-def test_summary_csv_matches_the_jobs(head_sweep) -> None:
-    sweep_dir, _ = head_sweep
+def test_summary_csv_matches_the_jobs(heads_seeds_sweep) -> None:
+    sweep_dir, _ = heads_seeds_sweep
     rows = read_csv(sweep_dir / "summary.csv")
     assert list(rows[0]) == CSV_COLUMNS
-    assert sorted(r["head"] for r in rows) == ["gap", "gmp"]
+    assert sorted((r["head"], r["seed"]) for r in rows) == [
+        ("gap", "1"), ("gap", "2"), ("gmp", "1"), ("gmp", "2")]
     assert float(rows[0]["test_acc"]) >= float(rows[1]["test_acc"]), "sorted by test accuracy"
     for row in rows:
         status = status_of(sweep_dir, row["job"])
@@ -140,20 +143,21 @@ def test_summary_csv_matches_the_jobs(head_sweep) -> None:
         # the median over the epochs after the first (start-up): here the second one
         assert float(row["sec_per_epoch"]) == status["epoch_seconds"][1] > 0
         assert f"model.head={row['head']}" in row["settings"].split()
-        assert (row["data"], row["seed"], row["batch_size"]) == (TINY_DATA, "1", "64")
+        assert (row["data"], row["batch_size"]) == (TINY_DATA, "64")
+        assert int(row["seed"]) == status["signature"]["seed"]
         overrides = yaml.safe_load((sweep_dir / row["job"] / ".hydra" / "overrides.yaml")
                                    .read_text())
         assert shlex.split(row["command"]) == ["python", "-m", "mnist_sweep", *overrides]
-        assert f"head={row['head']}" in overrides
+        assert f"head={row['head']}" in overrides and f"seed={row['seed']}" in overrides
 
 
-def test_summary_md_lists_every_job_with_its_command(head_sweep) -> None:
-    sweep_dir, _ = head_sweep
+def test_summary_md_lists_every_job_with_its_command(heads_seeds_sweep) -> None:
+    sweep_dir, _ = heads_seeds_sweep
     text = (sweep_dir / "summary.md").read_text()
     rows = md_table(text, "# Sweep")
     for row, csv_row in zip(rows, read_csv(sweep_dir / "summary.csv"), strict=True):
         assert row["job"] == csv_row["job"].split("_")[0]
-        assert row["config"] == f"head={csv_row['head']}"
+        assert row["config"] == f"head={csv_row['head']} seed={csv_row['seed']}"
         assert row["command"] == f"`{csv_row['command']}`"
         acc, low, high = (float(csv_row[k]) for k in ("test_acc", "test_acc_low",
                                                       "test_acc_high"))
@@ -162,12 +166,12 @@ def test_summary_md_lists_every_job_with_its_command(head_sweep) -> None:
         assert low <= acc <= high and csv_row["test_images"] == "200"
     assert "the 95% Wilson interval of the run's test accuracy over its 200 test images" in text
     assert "![validation accuracy per epoch](val_acc.png)" in text
-    assert f"\nCommon to all 2 runs: `separable=false filters=16 data={TINY_DATA} " in text
+    assert f"\nCommon to all 4 runs: `separable=false filters=16 data={TINY_DATA} " in text
 
 
 @pytest.mark.parametrize("name", ["val_acc.png", "acc_vs_params.png"])
-def test_plots_are_real_png_images(head_sweep, name: str) -> None:
-    path = head_sweep[0] / name
+def test_plots_are_real_png_images(heads_seeds_sweep, name: str) -> None:
+    path = heads_seeds_sweep[0] / name
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     assert path.stat().st_size > 5000
     with Image.open(path) as image:
@@ -176,8 +180,9 @@ def test_plots_are_real_png_images(head_sweep, name: str) -> None:
     assert width == 960 and height >= 540  # taller with each run in the legend below
 
 
-def test_cli_rebuilds_the_same_report(head_sweep) -> None:
-    sweep_dir, _ = head_sweep
+def test_cli_rebuilds_the_same_report(heads_seeds_sweep, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"  # a copy: the shared sweep stays as its multirun left it
+    shutil.copytree(heads_seeds_sweep[0], sweep_dir)
     before = (sweep_dir / "summary.csv").read_text()
     (sweep_dir / "summary.csv").unlink()
     proc = report_cli(sweep_dir)
@@ -219,7 +224,7 @@ def test_failed_jobs_are_listed_last_as_failed(seed_sweep) -> None:
 
 
 def test_results_mean_and_std_over_seeds(head_sweep, seed_sweep, tmp_path: Path) -> None:
-    heads, seeds = head_sweep[0], seed_sweep[0]
+    heads, seeds = head_sweep, seed_sweep[0]
     out = tmp_path / "docs" / "results.md"
     proc = report_cli(seeds, heads, "--results", out)
     assert proc.returncode == 0, proc.stderr
@@ -284,7 +289,7 @@ def without_image_level(lines: list[str]) -> list[str]:
 
 def test_results_and_summary_re_render_from_their_csv(head_sweep, seed_sweep,
                                                       tmp_path: Path) -> None:
-    heads, seeds = head_sweep[0], seed_sweep[0]
+    heads, seeds = head_sweep, seed_sweep[0]
     out = tmp_path / "results.md"
     assert report_cli(seeds, heads, "--results", out).returncode == 0
     again = tmp_path / "again" / "results.md"
@@ -315,7 +320,7 @@ def test_results_add_new_sweeps_to_the_records_of_old_ones(head_sweep, seed_swee
                                                            tmp_path: Path) -> None:
     """docs/results.md grows: the records of sweeps whose folders are gone, plus new sweeps;
     running the command printed at its top again counts every run once."""
-    heads, seeds = head_sweep[0], seed_sweep[0]
+    heads, seeds = head_sweep, seed_sweep[0]
     old = tmp_path / "old.md"
     assert report_cli(heads, "--results", old).returncode == 0
     combined = tmp_path / "combined.md"
@@ -396,19 +401,19 @@ def test_a_search_s_long_labels_stay_inside_the_plots(single_run: Path) -> None:
         assert chart.y0 > box.y1  # below the chart, not on it
 
 
-def damaged_copy(head_sweep, tmp_path: Path) -> tuple[Path, str]:
-    """A copy of the head sweep: damage is done to the copy, never to the shared fixture."""
+def damaged_copy(heads_seeds_sweep, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the shared sweep: damage is done to the copy, never to the shared fixture."""
     sweep = tmp_path / "sweep"
-    shutil.copytree(head_sweep[0], sweep)
+    shutil.copytree(heads_seeds_sweep[0], sweep)
     return sweep, read_csv(sweep / "summary.csv")[0]["job"]
 
 
 def test_truncated_event_file_is_named_and_the_completion_record_trusted(
-        head_sweep, tmp_path: Path) -> None:
-    sweep, job = damaged_copy(head_sweep, tmp_path)
+        heads_seeds_sweep, tmp_path: Path) -> None:
+    sweep, job = damaged_copy(heads_seeds_sweep, tmp_path)
     events = max((sweep / job / "tb" / TINY_DATA).glob("events.out.tfevents.*"),
                  key=lambda p: p.stat().st_size)  # the one with the scalars
-    subprocess.run(["truncate", "-s", "60", str(events)], check=True)
+    os.truncate(events, 60)
     proc = report_cli(sweep)
     assert proc.returncode == 0, proc.stderr
     row = next(r for r in read_csv(sweep / "summary.csv") if r["job"] == job)
@@ -421,8 +426,9 @@ def test_truncated_event_file_is_named_and_the_completion_record_trusted(
     assert f"finished; {events}: damaged" in (sweep / "summary.md").read_text()
 
 
-def test_corrupt_status_json_is_damaged_not_unstarted(head_sweep, tmp_path: Path) -> None:
-    sweep, job = damaged_copy(head_sweep, tmp_path)
+def test_corrupt_status_json_is_damaged_not_unstarted(heads_seeds_sweep, tmp_path: Path
+                                                      ) -> None:
+    sweep, job = damaged_copy(heads_seeds_sweep, tmp_path)
     (sweep / job / "status.json").write_text('{"status": "finish')
     proc = report_cli(sweep)
     assert proc.returncode == 1, proc.stderr  # every other job reported, this one named

@@ -1,4 +1,5 @@
-"""`hparams_search=optuna`, run for real in subprocesses on tiny data: a pruner stops trials
+"""`hparams_search=optuna`, run for real on tiny data (through the command's entry point in
+this process, and in a subprocess where the search is killed): a pruner stops trials
 that are behind, the study lives in the sweep folder and the same command continues it,
 joblib workers take trials one by one, a killed search resumes, and a bad search space is
 refused before anything trains."""
@@ -19,7 +20,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_cli
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_in_process
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -61,8 +62,10 @@ def status_of(trial: optuna.trial.FrozenTrial) -> dict:
     return json.loads((Path(trial.user_attrs["job_dir"]) / "status.json").read_text())
 
 
+
 def search(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = run_cli(args, cwd=cwd)
+    """The search command through its entry point in this process (no signal is sent to it)."""
+    result = run_in_process(args, cwd=cwd)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -209,8 +212,9 @@ def test_killed_search_resumes_and_asks_the_lost_trial_again(
 def test_search_space_outside_the_schema_is_refused_before_any_trial(
         tiny_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "search"
-    result = run_cli(["-m", "hparams_search=optuna", "model.dropout=interval(0.5,1.5)",
-                      f"data.root={tiny_root}", f"hydra.sweep.dir={sweep}", *TINY], cwd=tmp_path)
+    result = run_in_process(["-m", "hparams_search=optuna", "model.dropout=interval(0.5,1.5)",
+                             f"data.root={tiny_root}", f"hydra.sweep.dir={sweep}", *TINY],
+                            cwd=tmp_path)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.stderr

@@ -1,4 +1,5 @@
-"""The main job end to end: a real multirun in a subprocess, read back with TensorBoard."""
+"""The main job end to end: a real multirun (conftest.heads_seeds_sweep), read back with
+TensorBoard."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import REPO, TINY, TINY_DATA, run_in_process
+from tests.conftest import HEADS_SEEDS_JOBS, REPO, TINY, TINY_DATA, run_in_process
 
 SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "lr",
            "time/epoch_seconds", "test/acc", "test/loss"}
@@ -28,12 +29,11 @@ def read_tb(run_dir: Path) -> tuple[EventAccumulator, dict]:
 
 
 @pytest.fixture(scope="module")
-def sweep_run(tiny_root, tmp_path_factory) -> tuple[Path, str]:
-    cwd = tmp_path_factory.mktemp("main_job")
-    proc = run_in_process(["head=gmp,gap", "-m", f"data.root={tiny_root}", *TINY,
-                    "hydra.sweep.dir=sweep"], cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd / "sweep", proc.stdout + proc.stderr
+def sweep_run(heads_seeds_sweep) -> tuple[Path, str]:
+    """The real head=gmp,gap seed=1,2 multirun (conftest.heads_seeds_sweep): its folder and
+    everything it printed."""
+    sweep_dir, proc = heads_seeds_sweep
+    return sweep_dir, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,9 @@ def sweep(sweep_run) -> Path:
 
 def test_one_folder_per_job_named_by_its_configuration(sweep: Path) -> None:
     jobs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
-    assert len(jobs) == 2
-    assert jobs[0].startswith("0_") and "head=gmp" in jobs[0]
-    assert jobs[1].startswith("1_") and "head=gap" in jobs[1]
+    assert len(jobs) == len(HEADS_SEEDS_JOBS) == 4
+    for k, (name, (head, seed)) in enumerate(zip(jobs, HEADS_SEEDS_JOBS, strict=True)):
+        assert name.startswith(f"{k}_") and f"head={head}" in name and f"seed={seed}" in name
     assert all("data.root" not in name for name in jobs)
 
 
@@ -70,12 +70,11 @@ def test_every_job_logs_scalars_and_one_hparams_record(sweep: Path) -> None:
 
 def test_the_multirun_narrates_each_job(sweep_run) -> None:
     _, output = sweep_run
-    assert "[job 1 of 2] start: head=gmp" in output
-    assert "[job 2 of 2] start: head=gap" in output
-    for k in (1, 2):
+    for k, (head, seed) in enumerate(HEADS_SEEDS_JOBS, 1):
+        assert f"[job {k} of 4] start: head={head} seed={seed}" in output
         # the end line (the live view's plain progress lines share the prefix)
         line = next(ln for ln in output.splitlines()
-                    if f"[job {k} of 2] head=" in ln and " -> " in ln)
+                    if f"[job {k} of 4] head={head} seed={seed}" in ln and " -> " in ln)
         assert "-> finished: test/acc=" in line and "params=12252" in line
 
 

@@ -7,26 +7,20 @@ The server listens on 127.0.0.1 only and is always stopped; requests bypass any 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import TINY, run_in_process
-from tests.tensorboard_client import get, post, scalar_series, tensorboard_server
+from tests.tensorboard_client import get, post, scalar_series
 
 ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> dict[str, dict]:
-    """Run a real head=gmp,gap sweep; return TensorBoard run name -> the job's facts."""
-    work = tmp_path_factory.mktemp("tb_sweep")
-    sweep_dir = work / "sweep"
-    proc = run_in_process(["head=gmp,gap", "-m", *TINY, "trainer.num_threads=1",
-                           f"data.root={tiny_root}", f"hydra.sweep.dir={sweep_dir}"], cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def sweep(heads_seeds_sweep) -> dict[str, dict]:
+    """The real head=gmp,gap seed=1,2 sweep (conftest.heads_seeds_sweep); return TensorBoard
+    run name -> the job's facts."""
+    sweep_dir = heads_seeds_sweep[0]
     jobs = {}
     for status_file in sorted(sweep_dir.glob("*/status.json")):
         job = status_file.parent
@@ -35,29 +29,22 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> dict[str
         head = next(o.split("=", 1)[1] for o in overrides if o.startswith("head="))
         jobs[f"{job.name}/tb/{status['dataset']}"] = {"dir": sweep_dir, "status": status,
                                                       "head": head}
-    assert sorted(j["head"] for j in jobs.values()) == ["gap", "gmp"]
+    assert sorted(j["head"] for j in jobs.values()) == ["gap", "gap", "gmp", "gmp"]
     return jobs
 
 
 @pytest.fixture(scope="module")
-def server(sweep: dict[str, dict], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A TensorBoard on the sweep folder; yields its base URL once every run is fully loaded
-    (the final test/acc, the last value a job writes, is visible for each run)."""
-    sweep_dir = next(iter(sweep.values()))["dir"]
-
-    def loaded(base: str) -> bool:
-        return set(sweep) <= set(get(base, "/data/runs")) and all(
-            any(step > 0 for _, step, _ in scalar_series(base, run, "test/acc"))
-            for run in sweep)
-
-    with tensorboard_server(sweep_dir, tmp_path_factory.mktemp("tb_server") / "tensorboard.log",
-                            loaded) as base:
-        yield base
+def server(sweep: dict[str, dict], heads_seeds_tensorboard: str) -> str:
+    """A TensorBoard on the sweep folder (conftest.heads_seeds_tensorboard), once every run
+    is fully loaded (the final test/acc, the last value a job writes, is visible for each)."""
+    return heads_seeds_tensorboard
 
 
 def test_every_run_of_the_sweep_is_listed(server: str, sweep: dict[str, dict]) -> None:
-    # "." is the sweep folder itself, which holds the HParams experiment
-    assert sorted(get(server, "/data/runs")) == sorted([".", *sweep])
+    # "." is the sweep folder itself, which holds the HParams experiment; a seed group (the
+    # seeds' mean of one configuration) is a run of its own
+    groups = ["seed_groups/head=gmp", "seed_groups/head=gap"]
+    assert sorted(get(server, "/data/runs")) == sorted([".", *sweep, *groups])
 
 
 def test_scalars_and_final_test_accuracy(server: str, sweep: dict[str, dict]) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY, TINY_DATA, report_in_process, run_in_process
+from tests.conftest import HEADS_SEEDS, TINY, TINY_DATA, report_in_process, run_in_process
 from tests.test_reliability import SLOW, _start, _wait_for, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -42,20 +42,19 @@ def run_report(folder: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(tiny_root, tmp_path_factory) -> Path:
-    """A finished two-job sweep (seed=1,2, folders 0 and 1): copy it before changing it."""
-    cwd = tmp_path_factory.mktemp("finished_sweep")
-    proc = run_in_process(["seed=1,2", "-m", f"data.root={tiny_root}", *ONE_EPOCH, *NUMBERED,
-                    "hydra.sweep.dir=s"], cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (cwd / "output.txt").write_text(proc.stdout + proc.stderr)
-    return cwd / "s"
+def finished_sweep(heads_seeds_sweep) -> tuple[Path, list[str]]:
+    """A finished four-job sweep (conftest.heads_seeds_sweep: head=gmp,gap seed=1,2) and its
+    job folders' names in job order: copy it before changing it."""
+    sweep_dir = heads_seeds_sweep[0]
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / "status.json").is_file())
+    assert len(jobs) == 4 and all(job.startswith(f"{k}_") for k, job in enumerate(jobs))
+    return sweep_dir, jobs
 
 
-def copy_of(sweep: Path, tmp_path: Path) -> Path:
+def copy_of(finished_sweep: tuple[Path, list[str]], tmp_path: Path) -> tuple[Path, list[str]]:
     target = tmp_path / "s"
-    shutil.copytree(sweep, target)
-    return target
+    shutil.copytree(finished_sweep[0], target)
+    return target, finished_sweep[1]
 
 
 def sweep_args(tiny_root: Path, *extra: str) -> list[str]:
@@ -119,24 +118,28 @@ def test_a_job_refused_when_it_starts_never_shows_the_folders_other_result(
 
 def test_a_damaged_job_config_fails_the_sweep_and_hides_no_other_job(
         tiny_root, finished_sweep, tmp_path) -> None:
-    sweep = copy_of(finished_sweep, tmp_path)
-    (sweep / "0" / ".hydra" / "config.yaml").write_text("- [1, 2\n")
-    skipped = snapshot(sweep / "1")
-    damaged = snapshot(sweep / "0")
-    again = run_in_process(sweep_args(tiny_root), cwd=tmp_path)
-    assert snapshot(sweep / "1") == skipped  # cli.log included: a skipped job gets no lines
-    assert snapshot(sweep / "0") == damaged  # refused like a damaged status.json: not rerun
+    sweep, (first, *others) = copy_of(finished_sweep, tmp_path)
+    (sweep / first / ".hydra" / "config.yaml").write_text("- [1, 2\n")
+    skipped = {job: snapshot(sweep / job) for job in others}
+    damaged = snapshot(sweep / first)
+    # the same command again, on the copy (conftest.HEADS_SEEDS)
+    again = run_in_process([*HEADS_SEEDS, f"data.root={tiny_root}", "hydra.sweep.dir=s"],
+                           cwd=tmp_path)
+    # cli.log included: a skipped job gets no lines
+    assert {job: snapshot(sweep / job) for job in others} == skipped
+    assert snapshot(sweep / first) == damaged  # refused like a damaged status.json: not rerun
     assert again.returncode == 2, again.stderr[-2000:]
     assert "UserWarning" not in again.stderr and "Traceback" not in again.stderr
-    assert "s/0/.hydra/config.yaml is damaged (not valid YAML" in again.stderr
-    assert "delete s/0 to run this job from scratch" in again.stderr
-    # the report command names it and reports the other job, instead of refusing the sweep
+    assert f"s/{first}/.hydra/config.yaml is damaged (not valid YAML" in again.stderr
+    assert f"delete s/{first} to run this job from scratch" in again.stderr
+    # the report command names it and reports the other jobs, instead of refusing the sweep
     report = run_report(sweep, tmp_path)
     assert report.returncode == 1, report.stderr[-2000:]
     assert "1 job(s) hold damaged files" in report.stderr
     rows = report_rows(sweep)
-    assert rows["0"]["status"] == "damaged" and "config.yaml" in rows["0"]["error"]
-    assert rows["1"]["status"] == "finished" and rows["1"]["test_acc"]
+    assert rows[first]["status"] == "damaged" and "config.yaml" in rows[first]["error"]
+    for job in others:
+        assert rows[job]["status"] == "finished" and rows[job]["test_acc"]
 
 
 def test_a_sweep_or_run_folder_that_is_a_file_is_refused_with_one_message(
@@ -183,22 +186,23 @@ def test_a_read_only_sweep_or_run_folder_is_refused_with_one_message(
 
 def test_files_of_the_wrong_types_make_their_job_damaged_and_the_rest_is_reported(
         finished_sweep, tmp_path) -> None:
-    sweep = copy_of(finished_sweep, tmp_path)
-    for num in ("2", "3"):
-        shutil.copytree(sweep / "1", sweep / num)
-    (sweep / "0" / ".hydra" / "config.yaml").write_text("- a\n- b\n")
-    status = status_of(sweep / "2")
-    (sweep / "2" / "status.json").write_text(json.dumps({**status, "metrics": [1, 2]}))
-    (sweep / "3" / "status.json").write_text(json.dumps(
+    sweep, (bad_config, good, bad_metrics, bad_epoch) = copy_of(finished_sweep, tmp_path)
+    (sweep / bad_config / ".hydra" / "config.yaml").write_text("- a\n- b\n")
+    status = status_of(sweep / bad_metrics)
+    (sweep / bad_metrics / "status.json").write_text(json.dumps({**status, "metrics": [1, 2]}))
+    status = status_of(sweep / bad_epoch)
+    (sweep / bad_epoch / "status.json").write_text(json.dumps(
         {**status, "status": "running", "epoch": "two"}))
     report = run_report(sweep, tmp_path)
     assert report.returncode == 1, report.stderr[-3000:]  # damaged jobs: named, exit 1
     assert "Traceback" not in report.stderr and "3 job(s) hold damaged files" in report.stderr
     rows = report_rows(sweep)
-    assert rows["1"]["status"] == "finished" and float(rows["1"]["test_acc"]) >= 0
-    assert rows["0"]["status"] == "damaged" and "config.yaml" in rows["0"]["error"]
-    assert rows["2"]["status"] == "damaged" and "`metrics` is [1, 2]" in rows["2"]["error"]
-    assert rows["3"]["status"] == "damaged" and '`epoch` is "two"' in rows["3"]["error"]
+    assert rows[good]["status"] == "finished" and float(rows[good]["test_acc"]) >= 0
+    assert rows[bad_config]["status"] == "damaged" and "config.yaml" in rows[bad_config]["error"]
+    assert rows[bad_metrics]["status"] == "damaged" and (
+        "`metrics` is [1, 2]" in rows[bad_metrics]["error"])
+    assert rows[bad_epoch]["status"] == "damaged" and (
+        '`epoch` is "two"' in rows[bad_epoch]["error"])
 
 
 # ---- 11. smaller -------------------------------------------------------------------------
@@ -484,18 +488,20 @@ def test_a_torn_journal_record_is_cut_back_and_a_damaged_one_refused(
 
 # ---- 10. a data set of another size than MNIST's -------------------------------------------
 
-def test_a_data_set_of_another_size_says_so_and_is_labelled_so(finished_sweep) -> None:
-    output = (finished_sweep.parent / "output.txt").read_text()
+def test_a_data_set_of_another_size_says_so_and_is_labelled_so(
+        heads_seeds_sweep, finished_sweep) -> None:
+    sweep, jobs = finished_sweep
+    output = heads_seeds_sweep[1].stdout + heads_seeds_sweep[1].stderr
     warned = [ln for ln in output.splitlines() if "holds 640 training and 200 test images, "
               "not the official 60,000 and 10,000 of mnist" in ln]
     assert len(warned) == 1, output[-3000:]  # once per command
-    for job in ("0", "1"):
-        assert status_of(finished_sweep / job)["dataset"] == TINY_DATA
-        assert list((finished_sweep / job / "tb" / TINY_DATA).glob("events.out.tfevents.*"))
+    for job in jobs:
+        assert status_of(sweep / job)["dataset"] == TINY_DATA
+        assert list((sweep / job / "tb" / TINY_DATA).glob("events.out.tfevents.*"))
     assert f"[data: {TINY_DATA}]" in output  # the jobs' end lines
     assert (f"Not full MNIST: all runs trained on `{TINY_DATA}` (640 training and 200 test "
-            f"images") in (finished_sweep / "summary.md").read_text()
-    assert {row["data"] for row in report_rows(finished_sweep).values()} == {TINY_DATA}
+            f"images") in (sweep / "summary.md").read_text()
+    assert {row["data"] for row in report_rows(sweep).values()} == {TINY_DATA}
 
 
 def test_a_run_from_before_a_default_changed_is_continued_by_the_command_its_refusal_gives(

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from mnist_sweep.config import ConfigError, RunConfig, default_config, validate
 from mnist_sweep.paths import config_dir
-from tests.conftest import MPL_CONFIG_DIR, REPO, run_cli
+from tests.conftest import MPL_CONFIG_DIR, REPO, run_cli, run_in_process
 
 TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
@@ -71,7 +71,7 @@ def test_every_float_setting_rejects_inf_and_nan(bad: str) -> None:
                                   ["optim.weight_decay=inf"], ["model.dropout=nan", "-m"]])
 def test_an_infinite_value_ends_in_one_message_and_leaves_no_folder(
         tiny_root, tmp_path, args) -> None:
-    proc = run_cli([f"data.root={tiny_root}", *TINY, *args], cwd=tmp_path)
+    proc = run_in_process([f"data.root={tiny_root}", *TINY, *args], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert errors(proc) == 1 and "finite" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".cache") == []
@@ -80,23 +80,23 @@ def test_an_infinite_value_ends_in_one_message_and_leaves_no_folder(
 def test_a_refused_sweep_removes_only_the_folders_it_created(tiny_root, tmp_path) -> None:
     bad = [f"data.root={tiny_root}", *TINY, "seed=1,-1", "-m"]
     # the default folder, multirun/<date>/<time>: all three levels were made by the command
-    proc = run_cli(bad, cwd=tmp_path)
+    proc = run_in_process(bad, cwd=tmp_path)
     assert proc.returncode == 2 and errors(proc) == 1, proc.stderr[-2000:]
     assert not (tmp_path / "multirun").exists()
     # a multirun/ that was there stays, with what it held
     (tmp_path / "multirun").mkdir()
     (tmp_path / "multirun" / "notes.txt").write_text("mine")
-    proc = run_cli(bad, cwd=tmp_path)
+    proc = run_in_process(bad, cwd=tmp_path)
     assert proc.returncode == 2 and errors(proc) == 1, proc.stderr[-2000:]
     assert [p.name for p in (tmp_path / "multirun").iterdir()] == ["notes.txt"]
     # a named folder: the levels made for it go, an existing (empty) one above them stays
     (tmp_path / "kept").mkdir()
-    proc = run_cli([*bad, "hydra.sweep.dir=kept/new/s"], cwd=tmp_path)
+    proc = run_in_process([*bad, "hydra.sweep.dir=kept/new/s"], cwd=tmp_path)
     assert proc.returncode == 2 and errors(proc) == 1, proc.stderr[-2000:]
     assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
     # an empty sweep folder that existed before the command is not the command's to remove
     (tmp_path / "empty").mkdir()
-    proc = run_cli([*bad, "hydra.sweep.dir=empty"], cwd=tmp_path)
+    proc = run_in_process([*bad, "hydra.sweep.dir=empty"], cwd=tmp_path)
     assert proc.returncode == 2 and errors(proc) == 1, proc.stderr[-2000:]
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
 
@@ -156,7 +156,8 @@ def test_ctrl_c_while_the_sweep_checks_its_jobs_gives_the_command_to_continue(
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
     override = continue_command(output)
     assert not (tmp_path / "multirun").exists()  # nothing was written: nothing is left
-    again = run_cli([*args, *override], cwd=tmp_path)  # the command it gives, as given
+    # the command it gives, as given (no signal is sent to this one)
+    again = run_in_process([*args, *override], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     sweep = tmp_path / override[0].split("=", 1)[1]
     assert len(list(sweep.glob("*/status.json"))) == 2
@@ -181,6 +182,7 @@ def test_ctrl_c_as_the_first_job_starts_gives_the_command_to_continue(
 # ---- 6. --cfg with -m ----------------------------------------------------------------------
 
 def test_cfg_job_with_multirun_prints_every_jobs_config(tmp_path) -> None:
+    # a new process: the test counts what the command prints, all of it
     proc = run_cli(["--cfg", "job", "-m", "head=gmp,gap", "seed=3"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -214,6 +216,8 @@ def test_cfg_job_with_multirun_prints_every_jobs_config(tmp_path) -> None:
 ])
 def test_an_unknown_group_option_ends_in_one_line_naming_the_options(
         tmp_path, args, group, options) -> None:
+    # a new process: the test is about all it prints, and in this one a warning (pytest
+    # records it) or a handler made at import would print elsewhere than the captured stderr
     proc = run_cli([*args, "trainer.max_epochs=1"], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
@@ -226,7 +230,9 @@ def test_an_unknown_group_option_ends_in_one_line_naming_the_options(
 
 def test_a_run_outside_a_slurm_job_prints_no_srun_hint(tiny_root, tmp_path) -> None:
     """A machine with Slurm installed: an `srun` on PATH (a stand-in, so the test does not
-    depend on this machine having Slurm), no Slurm job around the run."""
+    depend on this machine having Slurm), no Slurm job around the run. A new process on
+    purpose: in this one Python's warnings registry may have shown the hint already, and a
+    warning shown once is not shown again, so its absence here would prove nothing."""
     env = {"PATH": fake_srun(tmp_path / "bin")}
     slurm_vars = [k for k in os.environ if k.startswith("SLURM_")]
     assert not slurm_vars, slurm_vars  # run_cli passes the environment on

@@ -23,7 +23,7 @@ from mnist_sweep.paths import config_dir
 from mnist_sweep.report import cli as report_cli
 from mnist_sweep.report.read import read_run
 from mnist_sweep.sweep.live import DAMAGED, SweepWatcher
-from tests.conftest import TINY_DATA, run_cli
+from tests.conftest import TINY_DATA, run_in_process
 
 TINY = ["data.val_size=128", "data.batch_size=64", "trainer.max_epochs=2",
         "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
@@ -40,7 +40,7 @@ def sweep_args(tiny_root: Path) -> list[str]:
 def trained(tiny_root, tmp_path_factory) -> Path:
     """The finished two-job sweep (seed=1,2 in folders 0 and 1): copy it before damaging."""
     cwd = tmp_path_factory.mktemp("trained")
-    proc = run_cli(sweep_args(tiny_root), cwd=cwd)
+    proc = run_in_process(sweep_args(tiny_root), cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("summary.csv", "summary.md"):  # each test's report writes its own
         (cwd / "s" / name).unlink()
@@ -140,7 +140,7 @@ def test_the_rerun_offers_to_run_a_finished_record_without_metrics_again(
     del status["metrics"]
     (sweep / "0" / "status.json").write_text(json.dumps(status))
     before = snapshot(sweep)
-    again = run_cli(sweep_args(tiny_root), cwd=tmp_path)
+    again = run_in_process(sweep_args(tiny_root), cwd=tmp_path)
     assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-2000:]
     assert "s/0/status.json is damaged (finished, but holds no `metrics`" in again.stderr
     assert "delete s/0 to run this job from scratch" in again.stderr
@@ -206,7 +206,7 @@ def test_after_a_full_disk_no_epoch_is_shown_that_the_record_does_not_count(
         pytest.skip("mounting a tmpfs needs root")
     args = ["seed=1", f"data.root={tiny_root}", *TINY]
     try:
-        full = run_cli([*args, f"hydra.run.dir={disk / 'r'}"], cwd=tmp_path)
+        full = run_in_process([*args, f"hydra.run.dir={disk / 'r'}"], cwd=tmp_path)
         assert full.returncode == 1, full.stdout[-2000:] + full.stderr[-2000:]
         assert "No space left on device" in full.stderr, full.stderr[-2000:]
         status = status_of(disk / "r")
@@ -225,7 +225,7 @@ def test_after_a_full_disk_no_epoch_is_shown_that_the_record_does_not_count(
     assert rows[run.name]["epochs_completed"] == "1"
     assert float(rows[run.name]["val_acc_best"]) == pytest.approx(status["val_acc_best"])
 
-    resumed = run_cli([*args, f"hydra.run.dir={run}"], cwd=tmp_path)
+    resumed = run_in_process([*args, f"hydra.run.dir={run}"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert status_of(run)["status"] == "finished"
     assert status_of(run)["resumed_from"].endswith("last.ckpt")

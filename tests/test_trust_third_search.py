@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_in_process
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -42,8 +42,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def finished_search(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real two-trial search (read-only for the tests: they copy it)."""
     cwd = tmp_path_factory.mktemp("finished_search")
-    result = run_cli([*SEARCH, f"data.root={tiny_root}", "hydra.sweeper.n_trials=2",
-                      "hydra.sweep.dir=s"], cwd=cwd)
+    result = run_in_process([*SEARCH, f"data.root={tiny_root}", "hydra.sweeper.n_trials=2",
+                             "hydra.sweep.dir=s"], cwd=cwd)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return cwd / "s"
 
@@ -58,9 +58,9 @@ def test_a_search_refuses_a_subdir_its_trials_would_share_or_leave_the_sweep_by(
         tiny_root: Path, tmp_path: Path, subdir: str, said: str) -> None:
     """The grid's rule, checked on two job numbers before the first trial: the trials would
     otherwise train in one folder (all but the first refused) or outside the sweep."""
-    result = run_cli(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY,
-                      f"data.root={tiny_root}", f"hydra.sweep.subdir={subdir}",
-                      "hydra.sweep.dir=s"], cwd=tmp_path)
+    result = run_in_process(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY,
+                             f"data.root={tiny_root}", f"hydra.sweep.subdir={subdir}",
+                             "hydra.sweep.dir=s"], cwd=tmp_path)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
     assert said in result.stderr and "hydra.sweep.subdir" in result.stderr
     assert errors(result) == 1 and "Traceback" not in result.stderr
@@ -78,8 +78,8 @@ def test_a_trial_refused_when_it_starts_is_failed_not_given_the_folders_value(
     (sweep / "optuna.journal").rename(sweep / "optuna.journal.old")
     old_status = (sweep / "trial0" / "status.json").read_bytes()
 
-    result = run_cli([*SEARCH, f"data.root={tiny_root}", "hydra.sweeper.n_trials=1",
-                      "hydra.sweeper.sampler.seed=7", "hydra.sweep.dir=s"], cwd=tmp_path)
+    result = run_in_process([*SEARCH, f"data.root={tiny_root}", "hydra.sweeper.n_trials=1",
+                             "hydra.sweeper.sampler.seed=7", "hydra.sweep.dir=s"], cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]  # a refused job ends the sweep with 1
     assert "refused when it started: trial0" in result.stderr, output[-3000:]
@@ -125,8 +125,8 @@ def test_a_search_on_a_journal_damaged_inside_exits_2_and_changes_nothing(
     shutil.copytree(finished_search, sweep)
     damage_line(sweep / "optuna.journal", 20)
     before = snapshot(sweep)
-    result = run_cli([*SEARCH, f"data.root={tiny_root}", "hydra.sweeper.n_trials=3",
-                      "hydra.sweep.dir=s"], cwd=tmp_path)
+    result = run_in_process([*SEARCH, f"data.root={tiny_root}", "hydra.sweeper.n_trials=3",
+                             "hydra.sweep.dir=s"], cwd=tmp_path)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
     assert errors(result) == 1 and "Traceback" not in result.stderr
     assert f"{(sweep / 'optuna.journal').resolve()} is damaged: line 20 of" in result.stderr

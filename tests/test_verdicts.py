@@ -13,7 +13,6 @@ docs/results.md) and on synthetic runs where an exact outcome is needed."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from mnist_sweep.report.plots import val_acc_figure
 from mnist_sweep.report.read import Run, read_folder
 from mnist_sweep.report.render import matters_markdown, results_markdown
 from mnist_sweep.report.stats import describe
-from tests.conftest import report_in_process
+from tests.conftest import report_in_process, seed_one_jobs
 from tests.test_report import md_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +48,7 @@ def sweep(heads_seeds_sweep) -> tuple[Path, subprocess.CompletedProcess]:
 def one_seed(sweep, tmp_path_factory: pytest.TempPathFactory
              ) -> tuple[Path, subprocess.CompletedProcess]:
     """The seed-1 jobs alone, as `head=gmp,gap -m` leaves them, reported by the real CLI."""
-    folder = tmp_path_factory.mktemp("one_seed") / "sweep"
-    folder.mkdir()
-    for job in sweep[0].iterdir():
-        if job.is_dir() and "seed=1" in job.name:
-            shutil.copytree(job, folder / job.name)
-    assert len(list(folder.iterdir())) == 2
+    folder = seed_one_jobs(sweep[0], tmp_path_factory.mktemp("one_seed") / "sweep")
     proc = report_in_process([folder])
     assert proc.returncode == 0, proc.stderr
     return folder, proc

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 import scipy.stats
 
 from mnist_sweep.job.predictions import read_predictions
-from tests.tensorboard_client import get, scalar_series, tensorboard_server
+from tests.tensorboard_client import get, scalar_series
 from tests.test_report import md_table
 
 
@@ -82,15 +81,10 @@ def test_what_matters_in_the_terminal_and_summary_md(sweep) -> None:
 # ---- TensorBoard ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(sweep, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    def loaded(base: str) -> bool:
-        runs = get(base, "/data/runs")
-        return len(runs) == 7 and all(scalar_series(base, run, "test/acc")
-                                      for run in runs if run != ".")
-
-    with tensorboard_server(sweep[0], tmp_path_factory.mktemp("tb_groups") / "tensorboard.log",
-                            loaded) as base:
-        yield base
+def server(heads_seeds_tensorboard: str) -> str:
+    """A TensorBoard on the sweep folder (conftest.heads_seeds_tensorboard), once its 7 runs
+    (the folder itself, 4 jobs, 2 seed groups) are loaded with their test/acc."""
+    return heads_seeds_tensorboard
 
 
 def test_per_epoch_series_are_logged_at_their_epoch(server: str, sweep) -> None:
