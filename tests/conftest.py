@@ -237,22 +237,15 @@ def _shut_down_joblib_workers() -> None:
 
 
 # Files whose tests mostly wait on other processes (a Slurm cluster's scheduling, signalled
-# sweeps, a terminal) or take longest: handed out first, so their waiting overlaps the rest
-# of the suite instead of ending it on one worker while the other is idle. xdist hands out
-# whole files (pyproject.toml: `--dist loadfile --no-loadscope-reorder`) in this order; the
-# other files follow, those with the most tests first (xdist's own default order).
-FIRST_FILES = ("test_slurm.py", "test_trust_second.py", "test_reliability.py", "test_trust.py",
-               "test_live.py")
+# sweeps, a terminal): run first, so their waiting overlaps the rest of the suite instead
+# of ending it on one worker while the others are idle (xdist hands out whole files in
+# collection order, pyproject.toml's `--dist loadfile`).
+WAITING_FILES = ("test_slurm.py", "test_reliability.py", "test_live.py", "test_trust.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    per_file: dict[str, int] = {}
-    for item in items:
-        per_file[item.path.name] = per_file.get(item.path.name, 0) + 1
-
-    def handed_out(item: pytest.Item) -> tuple[int, int, str]:
+    def waits_first(item: pytest.Item) -> int:
         name = item.path.name
-        first = FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES)
-        return first, -per_file[name], name
+        return WAITING_FILES.index(name) if name in WAITING_FILES else len(WAITING_FILES)
 
-    items.sort(key=handed_out)  # stable: the order within each file stays as collected
+    items.sort(key=waits_first)  # stable: the order within each group stays as collected
