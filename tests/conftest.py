@@ -235,17 +235,3 @@ def _shut_down_joblib_workers() -> None:
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
 
-
-# Files whose tests mostly wait on other processes (a Slurm cluster's scheduling, signalled
-# sweeps, a terminal): run first, so their waiting overlaps the rest of the suite instead
-# of ending it on one worker while the others are idle (xdist hands out whole files in
-# collection order, pyproject.toml's `--dist loadfile`).
-WAITING_FILES = ("test_slurm.py", "test_reliability.py", "test_live.py", "test_trust.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def waits_first(item: pytest.Item) -> int:
-        name = item.path.name
-        return WAITING_FILES.index(name) if name in WAITING_FILES else len(WAITING_FILES)
-
-    items.sort(key=waits_first)  # stable: the order within each group stays as collected
