@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ from mnist_sweep.sweep.slurm import (
 )
 
 log = logging.getLogger("mnist_sweep")
+
+# How often Slurm's accounting (one sacct call for every job) is asked which jobs without a
+# result have ended: submitit asks ever less often, at most every 10 minutes, so a job killed
+# outright (SIGKILL, the out-of-memory killer, a lost node) went unreported that long.
+STATE_CHECK_S = 10.0
+# How long a job Slurm says has ended may take to show its result file (a shared file system
+# can be slow to show it): submitit's own grace, here counted from when each job was seen to
+# end, so the jobs Slurm stopped share the wait instead of taking it one after another.
+RESULT_GRACE_S = 15.0
 
 
 class SlurmLauncher(plugin.SlurmLauncher):
@@ -93,15 +103,46 @@ class SlurmLauncher(plugin.SlurmLauncher):
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
         record_jobs(sweep_dir, {params[2]: job.job_id
                                 for params, job in zip(job_params, jobs, strict=True)})
-        return [self._result(job, params[0], params[2])
-                for params, job in zip(job_params, jobs, strict=True)]
+        return self._results(jobs, [(params[0], params[2]) for params in job_params])
+
+    def _results(self, jobs: list[Any], jobs_overrides: list[tuple[list[str], int]]
+                 ) -> list[JobReturn]:
+        """Every job's JobReturn, in order, waiting for all jobs at once: a job is taken as
+        soon as its result file is there, or as stopped once Slurm has said it ended and
+        RESULT_GRACE_S passed without one. Each is logged (and a stopped one recorded) as
+        it comes, whatever the order."""
+        from submitit.core.utils import UncompletedJobError
+
+        results: dict[int, JobReturn] = {}
+        ended_at: dict[int, float] = {}
+        checked = time.monotonic()
+        while len(results) < len(jobs):
+            force = time.monotonic() - checked >= STATE_CHECK_S
+            if force:
+                checked = time.monotonic()
+            for i, job in enumerate(jobs):
+                if i in results:
+                    continue
+                if job.paths.result_pickle.exists():
+                    results[i] = self._result(job, *jobs_overrides[i])
+                elif i in ended_at or job.done(force_check=force):
+                    ended_at.setdefault(i, time.monotonic())
+                    if time.monotonic() - ended_at[i] >= RESULT_GRACE_S:
+                        exc = UncompletedJobError(f"Job {job.job_id} has not produced any "
+                                                  f"output (state: {job.state})")
+                        results[i] = self._stopped(job, *jobs_overrides[i], exc)
+                force = False  # one sacct call covers every job
+            if len(results) < len(jobs):
+                time.sleep(1.0)
+        return [results[i] for i in range(len(jobs))]
 
     def _result(self, job: Any, overrides: list[str], num: int) -> JobReturn:
+        """The JobReturn of a job whose result file is there."""
         from submitit.core.utils import UncompletedJobError
 
         try:
             ret = job.results()[0]
-        except UncompletedJobError as exc:  # FailedJobError too: the job raised past run_job
+        except UncompletedJobError as exc:  # FailedJobError: the job raised past run_job
             return self._stopped(job, overrides, num, exc)
         if ret.status == JobStatus.FAILED and isinstance(ret._return_value, UncompletedJobError):
             # the time-limit warning with no requeue left came before the training started

@@ -14,9 +14,11 @@ so the live view can use it anywhere):
 - A job that ends without a result (scancel, preemption, a node failure, a kill after the
   time limit) no longer ends the whole command: the plugin returns `[j.results()[0] for j in
   jobs]`, so the first such job raised submitit's `UncompletedJobError` past the sweep and
-  its report. Here each job is waited for on its own; one that Slurm ended is recorded as
-  `interrupted` in its status.json when the job could not record it itself (SIGKILL after
-  KillWait, a cancel before training started), the sweep goes on, and the report lists it.
+  its report. Here the jobs are waited for together (Slurm's accounting asked every 10 s,
+  submitit's 15 s grace for a late result file counted for each job from its end, not one
+  after another); one that Slurm ended is recorded as `interrupted` in its status.json when
+  the job could not record it itself (SIGKILL after KillWait, a cancel before training
+  started), the sweep goes on, and the report lists it.
 - The Slurm job id of every job is kept in `<sweep>/.slurm_jobs.json`, so the live view (and
   `mnist-sweep watch` from any machine that sees the folder) can show why a job still waits.
 """
