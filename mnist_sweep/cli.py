@@ -74,6 +74,7 @@ def run_command() -> None:
     # fail: lift -m/--multirun in front of the overrides, wherever the user typed it.
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in flags)]
+    check_modes(sys.argv[1:])
     check_group_options(sys.argv[1:])
     if any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in sys.argv[1:]):
         validate_before_printing(sys.argv[1:])
@@ -86,6 +87,25 @@ def run_command() -> None:
         if type(exc).__name__ == "WriteFailed":  # raised only once job.train is imported
             stop_after_write_failure(exc)
         raise
+
+
+# Hydra's flags that each choose what the command does; only one may be given (`--cfg`
+# with `-m` excepted: main prints each job's config)
+_MODES = {"-r": "--run", "--run": "--run", "-m": "--multirun", "--multirun": "--multirun",
+          "-c": "--cfg", "--cfg": "--cfg", "-i": "--info", "--info": "--info",
+          "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
+
+
+def check_modes(args: list[str]) -> None:
+    """Two of Hydra's modes at once (`--info -m`) end in one line naming them, exit code 2
+    (Hydra raises a ValueError with its traceback)."""
+    modes = list(dict.fromkeys(_MODES[a.split("=")[0]] for a in split_args(args)[0]
+                               if a.split("=")[0] in _MODES))
+    if len(modes) > 1 and set(modes) != {"--cfg", "--multirun"}:
+        print(f"Error: {' and '.join(modes)} cannot be combined: give one of them (e.g. "
+              f"`python -m mnist_sweep {modes[-1]} ...` without {modes[0]}).",
+              file=sys.stderr)
+        raise SystemExit(2)
 
 
 # Hydra's flags that take a value: what follows them is not an override

@@ -201,6 +201,19 @@ def test_cfg_job_with_multirun_prints_every_jobs_config(tmp_path) -> None:
     assert "head:" not in packaged.stdout
 
 
+@pytest.mark.parametrize("args", [["--info", "-m"], ["-m", "--info", "config"],
+                                  ["--run", "head=gmp,gap", "-m"], ["--info", "--cfg", "job"]])
+def test_two_of_hydras_modes_at_once_end_in_one_line_naming_them(tmp_path, args) -> None:
+    # Hydra's own answer was a ValueError with its traceback
+    proc = run_in_process(args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-2000:]
+    assert "cannot be combined" in lines[0] and lines[0].count("--") >= 2, lines[0]
+    assert proc.stdout == ""
+    assert not list(tmp_path.glob("multirun*")) and not list(tmp_path.glob("outputs*"))
+
+
 # ---- smaller: unknown config-group options -------------------------------------------------
 
 @pytest.mark.parametrize("args, group, options", [
