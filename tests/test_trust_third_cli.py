@@ -5,6 +5,7 @@ Lightning's srun hint."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -212,6 +213,24 @@ def test_two_of_hydras_modes_at_once_end_in_one_line_naming_them(tmp_path, args)
     assert "cannot be combined" in lines[0] and lines[0].count("--") >= 2, lines[0]
     assert proc.stdout == ""
     assert not list(tmp_path.glob("multirun*")) and not list(tmp_path.glob("outputs*"))
+
+
+def test_a_trainer_setting_lightning_refuses_fails_the_job_in_one_message(
+        tiny_root, tmp_path) -> None:
+    # half of one validation batch: Lightning refuses it once the data is known (it was a
+    # traceback, the job recorded as crashed)
+    args = [o for o in TINY if not o.startswith(("trainer.limit_val_batches=", "data.val_size="))]
+    proc = run_in_process([f"data.root={tiny_root}", *args, "data.val_size=64",
+                           "data.batch_size=64", "trainer.limit_val_batches=0.5",
+                           "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: Lightning refused the settings: ") and \
+        "limit_val_batches" in last, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert record["status"] == "failed" and record["error"] == last[len("Error: "):], record
+    assert "Traceback" not in (tmp_path / "run" / "cli.log").read_text()
 
 
 # ---- smaller: unknown config-group options -------------------------------------------------

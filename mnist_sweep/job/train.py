@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import RichProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from mnist_sweep.config import ConfigError, RunConfig, validate
 from mnist_sweep.job.averaging import WarmupEMA
@@ -311,7 +311,8 @@ ENDINGS: dict[str, Ending] = {
     PRUNED: Ending(PRUNED, 0, True),
     # the loss, or the trained network's test outputs, are not finite
     DIVERGED: Ending(DIVERGED, 1, True),
-    # a config (a search trial's), data, checkpoint or device problem its message names
+    # a config (a search trial's, or one Lightning refuses), data, checkpoint or device
+    # problem its message names
     FAILED: Ending(FAILED, 1, True),
     # the folder cannot be written (a full disk): every later job would fail the same way
     WRITE_FAILED: Ending(FAILED, 1, False),
@@ -338,6 +339,8 @@ def _ending_of(exc: BaseException, job_dir: Path,
         return DIVERGED, str(exc)
     if isinstance(exc, (ConfigError, DataError, CheckpointError, DeviceUnavailable)):
         return FAILED, str(exc)
+    if isinstance(exc, MisconfigurationException):  # Lightning refused a trainer.* setting
+        return FAILED, f"Lightning refused the settings: {exc}"
     if not isinstance(exc, Exception):
         return None
     if _out_of_requeues(exc):
