@@ -21,6 +21,7 @@ from mnist_sweep.job.signals import (
 )
 from mnist_sweep.paths import config_dir
 from mnist_sweep.resolvers import register_resolvers
+from mnist_sweep.sweep.live import stop_live_view
 
 register_resolvers()
 
@@ -60,7 +61,10 @@ def main() -> None:
         watch(sys.argv[2:])
         return
     try:
-        run_command()
+        try:
+            run_command()
+        finally:  # whatever ends the command, the terminal is given back first
+            stop_live_view()
     except KeyboardInterrupt:  # Ctrl-C outside a job's training, which handles its own
         stop_after_ctrl_c()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mnist_sweep.sweep import live
 from tests.conftest import TINY, TINY_DATA, run_in_process
 from tests.test_reliability import SLOW, _start, _wait_for, jobs_of, status_of
 
@@ -230,6 +231,7 @@ def test_a_full_disk_fails_the_job_and_stops_the_sweep_cleanly(tiny_root, tmp_pa
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert proc.stderr.count("Error: ") == 1
         assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+        assert live._active is None  # the live view ended with the command, not at exit
         jobs = jobs_of(disk / "sweep")
         assert len(jobs) == 2  # the third job never started
         assert status_of(jobs[0])["status"] == "finished"

@@ -13,7 +13,6 @@ instead. A multirun's jobs show no progress bar of their own (job/train.py).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import statistics
@@ -370,7 +369,7 @@ _active: LiveView | None = None
 
 def start_live_view(sweep_dir: Path, planned: list[list[str]] | None,
                     total: int | None, fixed: list[str] = ()) -> LiveView:
-    """Start the one live view of this process; it is stopped at exit whatever happens
+    """Start the one live view of this process; cli.main stops it however the command ends
     (an exception, Ctrl-C), so the terminal is always given back."""
     global _active
     stop_live_view()
@@ -385,8 +384,6 @@ def stop_live_view() -> None:
     if view is not None:
         view.stop()
 
-
-atexit.register(stop_live_view)
 
 
 class LiveViewCallback(Callback):
