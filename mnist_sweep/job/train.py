@@ -389,11 +389,29 @@ def _record_requeue(job_dir: Path) -> None:
 
 def _end(how: str, job_dir: Path, multirun: bool, error: str,
          exc: BaseException | None = None) -> None:
-    """End the job as ENDINGS[how] says: record it, say it, and raise where the process
-    stops (a single run's exit code; JobInterrupted or WriteFailed, in a sweep too); return
-    where the sweep goes on, or where the exception itself goes on (run_job raises it)."""
+    """End the job as ENDINGS[how] says: record it, say it, then stop the sweep where it
+    does not go on (JobInterrupted or WriteFailed, with a single run's exit code; the
+    launcher's own exception where there is none: run_job raises it), or end a single run
+    with its exit code."""
     ending = ENDINGS[how]
     ckpt = _record(how, job_dir, error, exc)
+    _say(how, job_dir, multirun, error, ckpt)
+    if not ending.sweep_goes_on:
+        if ending.single_exit is None:
+            return
+        if how == WRITE_FAILED:
+            assert exc is not None
+            raise WriteFailed(f"{job_dir} cannot be written: {write_failure(exc)}. Free space "
+                              f"(or choose a folder on another disk) and run the same command "
+                              f"again; finished jobs are kept.",
+                              job_dir.parent if multirun else None) from None
+        raise JobInterrupted(ending.single_exit) from None
+    if not multirun and ending.single_exit:
+        raise SystemExit(ending.single_exit) from None
+
+
+def _say(how: str, job_dir: Path, multirun: bool, error: str, ckpt: Path | None) -> None:
+    """The job's last words in its log (and a single run's on the terminal)."""
     if how in (CTRL_C, SIGTERM):
         again = (folder_override("hydra.sweep.dir", job_dir.parent) if multirun
                  else folder_override("hydra.run.dir", job_dir))
@@ -401,14 +419,7 @@ def _end(how: str, job_dir: Path, multirun: bool, error: str,
                  else "from the start (no epoch had finished)")
         log.error("job interrupted. Run the same command with %s to continue it %s.", again,
                   where)
-        raise JobInterrupted(ending.single_exit) from None
-    if how == WRITE_FAILED:
-        assert exc is not None
-        raise WriteFailed(f"{job_dir} cannot be written: {write_failure(exc)}. Free space (or "
-                          f"choose a folder on another disk) and run the same command "
-                          f"again; finished jobs are kept.",
-                          job_dir.parent if multirun else None) from None
-    if how == OUT_OF_REQUEUES:
+    elif how == OUT_OF_REQUEUES:
         log.error("job interrupted at its time limit. Run the same command with %s to "
                   "continue it.", folder_override("hydra.sweep.dir", job_dir.parent))
     elif how == PRUNED:
@@ -421,8 +432,6 @@ def _end(how: str, job_dir: Path, multirun: bool, error: str,
         log.error("job %s: %s", how, error)
         if not multirun:
             print(f"Error: {error}", file=sys.stderr)
-    if not multirun and ending.single_exit:
-        raise SystemExit(ending.single_exit) from None
 
 
 def _take_folder(job_dir: Path) -> str | None:
