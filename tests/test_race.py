@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import os
 import signal
 import subprocess
@@ -154,6 +155,17 @@ def test_the_report_has_a_race_section(race) -> None:
     build_report(race.sweep, Console(file=StringIO(), width=200))
     rebuilt = (race.sweep / "summary.md").read_text()
     assert rebuilt[rebuilt.index("## Race"):] == section
+
+
+def test_the_live_lines_count_jobs_as_the_job_lines_do(race) -> None:
+    # a job's own line and the live view's plain lines give one N: the race's most runs
+    # (2 configurations x max_seeds 4), a bound the race may stop short of
+    counts = set(re.findall(r"\[job \d+ of (\d+)\]", race.out))
+    assert counts == {"8"}, counts
+    summaries = re.findall(r"\| sweep: (\d+ of [^,;]+)", race.out)
+    assert summaries and all(re.fullmatch(r"\d+ of at most 8 jobs finished", s)
+                             for s in summaries), summaries
+    assert "left in this round" in race.out
 
 
 def test_the_live_view_shows_each_configurations_race_status(race) -> None:

@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mnist_sweep.job.signals import LIVE_PID_ENV
+from mnist_sweep.job.signals import LIVE_PID_ENV, NUM_JOBS_ENV
 from mnist_sweep.record.folders import job_folders, job_number, read_overrides
 from mnist_sweep.record.settings import QUIET_OVERRIDES
 from mnist_sweep.record.status import (
@@ -99,11 +99,14 @@ class SweepWatcher:
     """Reads the state of every job of a sweep from its folder."""
 
     def __init__(self, sweep_dir: Path, planned: list[list[str]] | None = None,
-                 total: int | None = None, fixed: list[str] = ()) -> None:
+                 total: int | None = None, fixed: list[str] = (), racing: bool = False
+                 ) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.planned = planned
         self.fixed = list(fixed)  # the sweep's command-line overrides
         self.total = len(planned) if planned is not None else total
+        # a race: the most jobs it may run (the N of its job lines) is a bound, not a plan
+        self.racing = racing
         self.started = time.time()
         self._overrides: dict[str, list[str]] = {}
         self._pending: dict[int, str] = {}
@@ -211,8 +214,21 @@ class SweepWatcher:
         running = sum(s.status == RUNNING for s in states)
         return work / max(running, 1)
 
+    def race_bound(self) -> int | None:
+        """The most jobs a race may run, as its sweeper gave the job lines (same process)."""
+        bound = os.environ.get(NUM_JOBS_ENV, "") if self.racing else ""
+        return int(bound) if bound.isdigit() else None
+
+    def job_count(self, states: list[JobState]) -> int:
+        """The N of `[job k of N]`: the plan's, a search's trials, a race's bound, else the
+        jobs seen so far."""
+        if self.total is not None:
+            return self.total
+        return self.race_bound() or len(states)
+
     def summary(self, states: list[JobState]) -> str:
-        total = self.total if self.total is not None else len(states)
+        total = self.job_count(states)
+        bound = self.race_bound() is not None and self.total is None
         counts: dict[str, int] = {}
         for s in states:
             if s.done and s.status != FINISHED:
@@ -220,6 +236,11 @@ class SweepWatcher:
         finished = sum(s.status == FINISHED for s in states)
         running = sum(s.status == RUNNING for s in states)
         others = "".join(f", {n} {status}" for status, n in sorted(counts.items()))
+        if bound:  # how many more rounds a race takes is not known: this round's time
+            left = self.time_left(states) if running else 0
+            return (f"{finished} of at most {total} jobs finished{others}, {running} running; "
+                    f"{fmt_duration(time.time() - self.started)} elapsed, "
+                    f"about {fmt_duration(left)} left in this round")
         left = self.time_left(states) if running or sum(s.done for s in states) < total else 0
         return (f"{finished} of {total} jobs finished{others}, {running} running; "
                 f"{fmt_duration(time.time() - self.started)} elapsed, "
@@ -270,8 +291,9 @@ def render(watcher: SweepWatcher, states: list[JobState]) -> Group:
 
 
 def job_tag(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
-    total = watcher.total if watcher.total is not None else len(states)
-    return f"[job {'?' if state.num is None else state.num + 1} of {total}] {state.label}"
+    """`[job k of N] label`, N as the job's own start line gives it."""
+    return (f"[job {'?' if state.num is None else state.num + 1} of "
+            f"{watcher.job_count(states)}] {state.label}")
 
 
 def pending_line(watcher: SweepWatcher, state: JobState, states: list[JobState]) -> str:
@@ -368,12 +390,13 @@ _active: LiveView | None = None
 
 
 def start_live_view(sweep_dir: Path, planned: list[list[str]] | None,
-                    total: int | None, fixed: list[str] = ()) -> LiveView:
+                    total: int | None, fixed: list[str] = (), racing: bool = False
+                    ) -> LiveView:
     """Start the one live view of this process; cli.main stops it however the command ends
     (an exception, Ctrl-C), so the terminal is always given back."""
     global _active
     stop_live_view()
-    _active = LiveView(SweepWatcher(sweep_dir, planned, total, fixed)).start()
+    _active = LiveView(SweepWatcher(sweep_dir, planned, total, fixed, racing)).start()
     return _active
 
 
@@ -396,9 +419,10 @@ class LiveViewCallback(Callback):
 
         planned = expand_basic_sweep(config)
         trials = config.hydra.sweeper.get("n_trials")
+        racing = "RaceSweeper" in str(config.hydra.sweeper.get("_target_", ""))
         view = start_live_view(Path(str(config.hydra.sweep.dir)), planned,
                                int(trials) if isinstance(trials, int) else None,
-                               [str(o) for o in config.hydra.overrides.task])
+                               [str(o) for o in config.hydra.overrides.task], racing)
         if view.terminal:
             os.environ[LIVE_PID_ENV] = str(os.getpid())
 
