@@ -80,6 +80,7 @@ def run_command() -> None:
     sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in flags)]
     check_modes(sys.argv[1:])
     check_group_options(sys.argv[1:])
+    check_sweep_needs_multirun(sys.argv[1:])
     if any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in sys.argv[1:]):
         validate_before_printing(sys.argv[1:])
         if flags:  # Hydra prints one config: print each job's, one after another
@@ -110,6 +111,45 @@ def check_modes(args: list[str]) -> None:
               f"`python -m mnist_sweep {modes[-1]} ...` without {modes[0]}).",
               file=sys.stderr)
         raise SystemExit(2)
+
+
+# The config groups that choose the sweeper (conf/race, conf/hparams_search) and Hydra's own
+_SWEEPER_GROUPS = ("race", "hparams_search", "hydra/sweeper")
+
+
+def check_sweep_needs_multirun(args: list[str]) -> None:
+    """A sweep's overrides need `-m`: swept values (`head=gmp,gap`) and a sweeper's group
+    (`race=seeds`, which would otherwise run one job as if no race had been asked for) end
+    in one line saying so, exit code 2; two groups that each choose the sweeper too."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    flags, overrides = split_args(args)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # left to Hydra, which explains a malformed override itself
+        return
+    sweepers = [o.input_line for o in parsed
+                if not o.is_delete() and o.key_or_group in _SWEEPER_GROUPS]
+    if len(sweepers) > 1:
+        fail(f"{' and '.join(sweepers)} each choose the sweeper: give one of them.")
+    modes = {_MODES.get(f.split("=")[0]) for f in flags} - {None}
+    if "--multirun" in modes:
+        return
+    swept = [o for o in parsed if o.is_sweep_override()]
+    if swept and swept[0].is_interval_sweep():
+        fail(f"{swept[0].input_line} is a search range: search it with "
+             f"`hparams_search=optuna -m`, or give one value.")
+    if swept:
+        fail(f"{swept[0].input_line} gives several values, a sweep: add -m to run a job for "
+             f"each (or write a list as [a,b], or quote the value to keep the comma).")
+    if sweepers and not modes:  # `--cfg hydra race=seeds` shows the sweeper's settings
+        fail(f"{sweepers[0]} chooses a sweeper, which runs in a sweep only: add -m.")
+
+
+def fail(message: str) -> None:
+    """End the command as a bad value does: one line, exit code 2."""
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 # Hydra's flags that take a value: what follows them is not an override

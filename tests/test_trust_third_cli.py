@@ -215,6 +215,31 @@ def test_two_of_hydras_modes_at_once_end_in_one_line_naming_them(tmp_path, args)
     assert not list(tmp_path.glob("multirun*")) and not list(tmp_path.glob("outputs*"))
 
 
+@pytest.mark.parametrize("args, says", [
+    (["head=gmp,gap"], "head=gmp,gap gives several values, a sweep: add -m"),
+    (["--cfg", "job", "seed=1,2"], "seed=1,2 gives several values, a sweep: add -m"),
+    (["optim.lr=interval(1e-3,1e-1)"], "is a search range: search it with"),
+    (["race=seeds"], "race=seeds chooses a sweeper, which runs in a sweep only: add -m"),
+    (["hparams_search=optuna"], "hparams_search=optuna chooses a sweeper"),
+    (["-m", "race=seeds", "hparams_search=optuna"],
+     "race=seeds and hparams_search=optuna each choose the sweeper"),
+])
+def test_a_sweep_without_its_multirun_flag_ends_in_one_line(tmp_path, args, says) -> None:
+    # Hydra's answers: a 5-line "Ambiguous value" (exit 1), one job as if no race or search
+    # had been asked for, or a TypeError from the sweeper (which left the sweep's lock)
+    proc = run_in_process([*args, "trainer.max_epochs=1"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], lines
+    assert not list(tmp_path.glob("multirun*")) and not list(tmp_path.glob("outputs*"))
+
+
+def test_the_sweepers_settings_still_show_without_multirun(tmp_path) -> None:
+    proc = run_in_process(["--cfg", "hydra", "race=seeds"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "RaceSweeper" in proc.stdout and "max_seeds: 10" in proc.stdout
+
+
 def test_a_trainer_setting_lightning_refuses_fails_the_job_in_one_message(
         tiny_root, tmp_path) -> None:
     # half of one validation batch: Lightning refuses it once the data is known (it was a
