@@ -9,13 +9,16 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_sweep.sweep import live
-from tests.conftest import TINY, TINY_DATA, run_in_process
+from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_in_process
 from tests.test_reliability import SLOW, _start, _wait_for, jobs_of, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -121,14 +124,43 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path) -> No
         assert got[key] == expected[key], key
 
 
+def start_stopped_after_first_checkpoint(args: list[str], cwd: Path) -> subprocess.Popen:
+    """The real command line (mnist_sweep.cli.main) in a new process that stops itself
+    (SIGSTOP) once its first checkpoint is in place: alive and holding its locks, mid-sweep,
+    for as long as the test needs, on any machine. Returned once it has stopped."""
+    driver = textwrap.dedent("""
+        import os, signal, sys
+        import mnist_sweep.cli as cli
+        from mnist_sweep.job.checkpoints import AtomicCheckpointIO
+
+        real_save = AtomicCheckpointIO.save_checkpoint
+
+        def save_then_stop(self, *args, **kwargs):
+            real_save(self, *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+        AtomicCheckpointIO.save_checkpoint = save_then_stop
+        sys.argv = [cli.__file__, *sys.argv[1:]]
+        cli.main()
+    """)
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "MPLCONFIGDIR": MPL_CONFIG_DIR}
+    proc = subprocess.Popen([sys.executable, "-c", driver, *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":  # stopped
+        assert proc.poll() is None, "the command ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.1)
+    return proc
+
+
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
         tiny_root, tmp_path) -> None:
-    # ten epochs a job: the first sweep must still be training while two more commands start
-    args = ["head=gmp,gap", "-m", f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=10",
+    args = ["head=gmp,gap", "-m", f"data.root={tiny_root}", *SLOW, "trainer.max_epochs=2",
             "hydra.sweep.dir=sweep"]
-    first = _start(args, tmp_path)
+    first = start_stopped_after_first_checkpoint(args, tmp_path)
     try:
-        _wait_for(tmp_path / "sweep", "0_*/checkpoints/last.ckpt", first)
         second = run_in_process(args, cwd=tmp_path)
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"is in use by pid {first.pid} on " in second.stderr
