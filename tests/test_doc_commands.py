@@ -1,6 +1,7 @@
 """Every `python -m mnist_sweep ...` command that README.md and the instructing docs pages
-give is composed by Hydra and validated, in-process and without training, so a renamed key
-or option cannot leave a stale command behind. The generated results and the dated
+give passes the command line's own checks and is composed by Hydra and validated,
+in-process and without training, so a renamed key or option (or a sweep missing its -m)
+cannot leave a stale command behind. The generated results and the dated
 benchmark records show commands as they ran and are not checked."""
 
 from __future__ import annotations
@@ -62,6 +63,20 @@ COMMANDS = sorted({(page, command) for page in PAGES
 def test_the_pages_give_commands_to_check() -> None:
     pages = {page for page, _ in COMMANDS}
     assert "README.md" in pages and len(COMMANDS) >= 20, COMMANDS
+
+
+@pytest.mark.parametrize(("page", "command"), COMMANDS)
+def test_every_command_passes_the_command_lines_own_checks(page: str, command: str) -> None:
+    """What `python -m mnist_sweep` checks before Hydra starts (cli.run_command): one mode,
+    known group options, -m where the overrides sweep. Each would end the command, exit 2."""
+    from mnist_sweep import cli
+
+    words = [w for w in shlex.split(command)[3:] if w != "--dry-run"]
+    flags = [w for w in words if w in ("-m", "--multirun")]
+    args = [*flags, *(w for w in words if w not in flags)]  # as run_command orders them
+    cli.check_modes(args)
+    cli.check_group_options(args)
+    cli.check_sweep_needs_multirun(args)
 
 
 @pytest.fixture(scope="module")
