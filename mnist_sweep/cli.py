@@ -107,10 +107,8 @@ def check_modes(args: list[str]) -> None:
     modes = list(dict.fromkeys(_MODES[a.split("=")[0]] for a in split_args(args)[0]
                                if a.split("=")[0] in _MODES))
     if len(modes) > 1 and set(modes) != {"--cfg", "--multirun"}:
-        print(f"Error: {' and '.join(modes)} cannot be combined: give one of them (e.g. "
-              f"`python -m mnist_sweep {modes[-1]} ...` without {modes[0]}).",
-              file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{' and '.join(modes)} cannot be combined: give one of them (e.g. "
+             f"`python -m mnist_sweep {modes[-1]} ...` without {modes[0]}).")
 
 
 # The config groups that choose the sweeper (conf/race, conf/hparams_search) and Hydra's own
@@ -231,10 +229,9 @@ def check_group_options(args: list[str]) -> None:
                 if option not in options and "/" not in option:
                     group = override.key_or_group
                     near = difflib.get_close_matches(option.lower(), options, n=1) or options
-                    print(f"Error: {group}={option} is not an option of the `{group}` config "
-                          f"group: choose one of {' | '.join(options)}, e.g. "
-                          f"`{group}={near[0]}`.", file=sys.stderr)
-                    raise SystemExit(2)
+                    fail(f"{group}={option} is not an option of the `{group}` config "
+                         f"group: choose one of {' | '.join(options)}, e.g. "
+                         f"`{group}={near[0]}`.")
 
 
 def print_each_jobs_config(program: str, args: list[str]) -> None:
