@@ -20,6 +20,7 @@ from mnist_sweep.job.signals import (
     worker_of_an_ended_sweep,
 )
 from mnist_sweep.paths import config_dir
+from mnist_sweep.record.settings import SWEEPER_GROUPS
 from mnist_sweep.resolvers import register_resolvers
 from mnist_sweep.sweep.live import stop_live_view
 
@@ -111,10 +112,6 @@ def check_modes(args: list[str]) -> None:
              f"`python -m mnist_sweep {modes[-1]} ...` without {modes[0]}).")
 
 
-# The config groups that choose the sweeper (conf/race, conf/hparams_search) and Hydra's own
-_SWEEPER_GROUPS = ("race", "hparams_search", "hydra/sweeper")
-
-
 def check_sweep_needs_multirun(args: list[str]) -> None:
     """A sweep's overrides need `-m`: swept values (`head=gmp,gap`) and a sweeper's group
     (`race=seeds`, which would otherwise run one job as if no race had been asked for) end
@@ -127,7 +124,7 @@ def check_sweep_needs_multirun(args: list[str]) -> None:
     except Exception:  # left to Hydra, which explains a malformed override itself
         return
     sweepers = [o.input_line for o in parsed
-                if not o.is_delete() and o.key_or_group in _SWEEPER_GROUPS]
+                if not o.is_delete() and o.key_or_group in SWEEPER_GROUPS]
     if len(sweepers) > 1:
         fail(f"{' and '.join(sweepers)} each choose the sweeper: give one of them.")
     modes = {_MODES.get(f.split("=")[0]) for f in flags} - {None}

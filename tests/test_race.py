@@ -10,9 +10,11 @@ themselves are report/racing.py's."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -155,6 +157,22 @@ def test_the_report_has_a_race_section(race) -> None:
     build_report(race.sweep, Console(file=StringIO(), width=200))
     rebuilt = (race.sweep / "summary.md").read_text()
     assert rebuilt[rebuilt.index("## Race"):] == section
+
+
+def test_a_race_jobs_command_runs_that_job_alone(race) -> None:
+    # summary.csv's `command` runs one job again by hand: without the sweeper it ran under,
+    # since `race=seeds` on a single run is refused (a race runs with -m)
+    from mnist_sweep import cli
+
+    with open(race.sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for row in rows:
+        words = shlex.split(row["command"])
+        assert words[:3] == ["python", "-m", "mnist_sweep"] and "race=seeds" not in words
+        assert any(w.startswith("seed=") for w in words) and any(
+            w.startswith("optim.lr=") for w in words), words
+        cli.check_sweep_needs_multirun(words[3:])  # raises SystemExit(2) where it would
 
 
 def test_the_live_lines_count_jobs_as_the_job_lines_do(race) -> None:

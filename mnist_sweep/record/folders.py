@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from mnist_sweep.record.layout import HYDRA_DIR, OVERRIDES_FILE, STATUS_FILE
+from mnist_sweep.record.settings import chooses_sweeper
 
 # Hydra names a job's folder `<num>_<overrides>` (hydra.sweep.subdir), or `<num>` alone
 _JOB_NUMBER = re.compile(r"(\d+)(?:_|$)")
@@ -59,10 +60,12 @@ def read_overrides(job_dir: Path) -> list[str] | None:
 
 
 def rerun_command(overrides: list[str] | None) -> str | None:
-    """The command that runs a job again by hand, its overrides quoted for the shell."""
+    """The command that runs a job again by hand, its overrides quoted for the shell; the
+    sweeper it ran under (`race=seeds`) is left out: one job runs without it."""
     if overrides is None:
         return None
-    return " ".join(["python -m mnist_sweep", *map(shlex.quote, overrides)])
+    own = [o for o in overrides if not chooses_sweeper(o)]
+    return " ".join(["python -m mnist_sweep", *map(shlex.quote, own)])
 
 
 def folder_override(key: str, folder: Path | str) -> str:

@@ -33,6 +33,15 @@ ADDED_SETTINGS: dict[str, Any] = {"model.ema_decay": 0.0, "model.dropout_masks":
 QUIET_OVERRIDES = ("data.root", "resume", "trainer.enable_progress_bar", "trainer.num_threads",
                    "trainer.lightning_info", "hparams_search", "race")
 
+# The config groups that choose the sweeper (conf/race, conf/hparams_search, Hydra's own):
+# they belong to the sweep's command line, not to a job; a job is run again without them.
+SWEEPER_GROUPS = ("race", "hparams_search", "hydra/sweeper")
+
+
+def chooses_sweeper(override: str) -> bool:
+    """Whether an override (`race=seeds`) picks the sweeper rather than a job's setting."""
+    return override.split("=", 1)[0].lstrip("+~") in SWEEPER_GROUPS
+
 # HParams-tab name -> config key; `params` (trainable parameters) comes from the network.
 HPARAM_KEYS = {
     "head": "model.head", "separable": "model.separable", "filters": "model.filters",

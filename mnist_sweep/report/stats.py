@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from mnist_sweep.record.settings import as_typed
+from mnist_sweep.record.settings import as_typed, chooses_sweeper
 from mnist_sweep.report.read import (
     CHOICES,
     NOT_RESULT_KEYS,
@@ -227,7 +227,8 @@ def shared_overrides(group: Group) -> str:
     """
     def counts(override: str) -> bool:
         key = override.split("=", 1)[0].lstrip("+~")
-        return key != "seed" and key not in RUN_ONLY_KEYS and not key.startswith("hydra")
+        return (key != "seed" and key not in RUN_ONLY_KEYS and not key.startswith("hydra")
+                and not chooses_sweeper(override))
 
     first, *others = [r.overrides for r in group.runs] or [[]]
     return " ".join(o for o in first if counts(o) and all(o in rest for rest in others))
