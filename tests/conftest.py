@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,15 +129,33 @@ def heads_seeds_tensorboard(heads_seeds_sweep, tmp_path_factory: pytest.TempPath
         yield base
 
 
-def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `python -m mnist_sweep ARGS` for real, with the per-user cache kept in cwd."""
+def cli_env(cwd: Path, env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a command run for real: this one, with the per-user cache kept in
+    cwd and none of the package's own variables a test of this process may have set."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "HYDRA_FULL_ERROR": "",
            "MPLCONFIGDIR": MPL_CONFIG_DIR, **(env_extra or {})}
     env.pop("MNIST_SWEEP_DATA", None)
     env.pop("MNIST_SWEEP_WARNED", None)  # set in this process by a test of the fallback
-    return subprocess.run([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m mnist_sweep ARGS` for real, with the per-user cache kept in cwd."""
+    return subprocess.run([sys.executable, "-m", "mnist_sweep", *args], cwd=cwd,
+                          env=cli_env(cwd, env_extra), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def cli_with_hook(hook: str) -> list[str]:
+    """The command of a new process that runs `hook` first, Python code that wraps one
+    function of the package so that something happens at that exact point of the command
+    (a signal the process sends itself), then the real command line, mnist_sweep.cli.main,
+    as `python -m mnist_sweep` does; its arguments follow."""
+    driver = "\n".join(["import sys", "import mnist_sweep.cli as cli",
+                        textwrap.dedent(hook),
+                        "sys.argv = [cli.__file__, *sys.argv[1:]]", "cli.main()"])
+    return [sys.executable, "-c", driver]
 
 
 def run_in_process(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None

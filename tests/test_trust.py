@@ -9,8 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_sweep.sweep import live
-from tests.conftest import MPL_CONFIG_DIR, TINY, TINY_DATA, run_in_process
+from tests.conftest import TINY, TINY_DATA, cli_env, cli_with_hook, run_in_process
 from tests.test_reliability import SLOW, _start, _wait_for, jobs_of, status_of
 
 ONE_EPOCH = [*TINY, "trainer.max_epochs=1"]
@@ -128,9 +126,8 @@ def start_stopped_after_first_checkpoint(args: list[str], cwd: Path) -> subproce
     """The real command line (mnist_sweep.cli.main) in a new process that stops itself
     (SIGSTOP) once its first checkpoint is in place: alive and holding its locks, mid-sweep,
     for as long as the test needs, on any machine. Returned once it has stopped."""
-    driver = textwrap.dedent("""
-        import os, signal, sys
-        import mnist_sweep.cli as cli
+    hook = """
+        import os, signal
         from mnist_sweep.job.checkpoints import AtomicCheckpointIO
 
         real_save = AtomicCheckpointIO.save_checkpoint
@@ -140,11 +137,8 @@ def start_stopped_after_first_checkpoint(args: list[str], cwd: Path) -> subproce
             os.kill(os.getpid(), signal.SIGSTOP)
 
         AtomicCheckpointIO.save_checkpoint = save_then_stop
-        sys.argv = [cli.__file__, *sys.argv[1:]]
-        cli.main()
-    """)
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "MPLCONFIGDIR": MPL_CONFIG_DIR}
-    proc = subprocess.Popen([sys.executable, "-c", driver, *args], cwd=cwd, env=env,
+    """
+    proc = subprocess.Popen([*cli_with_hook(hook), *args], cwd=cwd, env=cli_env(cwd),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     stat = Path(f"/proc/{proc.pid}/stat")

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,9 +18,10 @@ import pytest
 
 from tests.conftest import (
     HEADS_SEEDS,
-    MPL_CONFIG_DIR,
     TINY,
     TINY_DATA,
+    cli_env,
+    cli_with_hook,
     report_in_process,
     run_in_process,
 )
@@ -437,9 +437,8 @@ def run_killed_inside_a_checkpoint_write(args: list[str], cwd: Path
     inside its next checkpoint write, the temporary file written and not yet renamed over
     last.ckpt: where the out-of-memory killer, or Slurm after KillWait, may land. Killing it
     there from inside makes the moment the same on any machine."""
-    driver = textwrap.dedent("""
-        import os, signal, sys
-        import mnist_sweep.cli as cli
+    hook = """
+        import os, signal
         import mnist_sweep.job.checkpoints as checkpoints
 
         real_save = checkpoints._save
@@ -449,12 +448,8 @@ def run_killed_inside_a_checkpoint_write(args: list[str], cwd: Path
             os.kill(os.getpid(), signal.SIGKILL)
 
         checkpoints._save = save_then_die
-        sys.argv = [cli.__file__, *sys.argv[1:]]
-        cli.main()
-    """)
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "HYDRA_FULL_ERROR": "",
-           "MPLCONFIGDIR": MPL_CONFIG_DIR}
-    return subprocess.run([sys.executable, "-c", driver, *args], cwd=cwd, env=env,
+    """
+    return subprocess.run([*cli_with_hook(hook), *args], cwd=cwd, env=cli_env(cwd),
                           capture_output=True, text=True, timeout=600)
 
 

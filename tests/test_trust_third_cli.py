@@ -10,7 +10,6 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from mnist_sweep.config import ConfigError, RunConfig, default_config, validate
 from mnist_sweep.paths import config_dir
-from tests.conftest import MPL_CONFIG_DIR, REPO, run_cli, run_in_process
+from tests.conftest import REPO, cli_env, cli_with_hook, run_cli, run_in_process
 
 TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=5", "trainer.limit_val_batches=2",
         "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false",
@@ -110,9 +109,8 @@ def run_with_ctrl_c(hook: str, args: list[str], cwd: Path) -> subprocess.Complet
     code path so that it sends SIGINT to its own process with signal.raise_signal, as Ctrl-C
     in a terminal would, at that point of the command and no other. SIGINT is given its
     default disposition first (a background shell would have it ignored)."""
-    driver = textwrap.dedent("""
-        import signal, sys
-        import mnist_sweep.cli as cli
+    hook = textwrap.dedent("""
+        import signal
         import mnist_sweep.sweep.callbacks as callbacks
 
         def ctrl_c(function, at_call):
@@ -123,13 +121,9 @@ def run_with_ctrl_c(hook: str, args: list[str], cwd: Path) -> subprocess.Complet
                     signal.raise_signal(signal.SIGINT)
                 return function(*args, **kwargs)
             return wrapped
-        """) + textwrap.dedent(hook) + textwrap.dedent("""
-        sys.argv = [cli.__file__, *sys.argv[1:]]
-        cli.main()
-        """)
-    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache"), "HYDRA_FULL_ERROR": "",
-           "MPLCONFIGDIR": MPL_CONFIG_DIR, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", driver, *args], cwd=cwd, env=env,
+        """) + textwrap.dedent(hook)
+    return subprocess.run([*cli_with_hook(hook), *args], cwd=cwd,
+                          env=cli_env(cwd, {"PYTHONPATH": str(REPO)}),
                           capture_output=True, text=True, timeout=600,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
