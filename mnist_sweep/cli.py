@@ -82,7 +82,7 @@ def run_command() -> None:
     check_modes(sys.argv[1:])
     check_group_options(sys.argv[1:])
     check_sweep_needs_multirun(sys.argv[1:])
-    if any(a in ("-c", "--cfg") or a.startswith("--cfg=") for a in sys.argv[1:]):
+    if "--cfg" in modes_of(sys.argv[1:]):
         validate_before_printing(sys.argv[1:])
         if flags:  # Hydra prints one config: print each job's, one after another
             print_each_jobs_config(sys.argv[0], sys.argv[1:])
@@ -102,11 +102,16 @@ _MODES = {"-r": "--run", "--run": "--run", "-m": "--multirun", "--multirun": "--
           "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
 
 
+def modes_of(args: list[str]) -> list[str]:
+    """Hydra's modes a command line asks for, each once, by its long name (`-m`: --multirun)."""
+    flags = (f.split("=")[0] for f in split_args(args)[0])
+    return list(dict.fromkeys(_MODES[f] for f in flags if f in _MODES))
+
+
 def check_modes(args: list[str]) -> None:
     """Two of Hydra's modes at once (`--info -m`) end in one line naming them, exit code 2
     (Hydra raises a ValueError with its traceback)."""
-    modes = list(dict.fromkeys(_MODES[a.split("=")[0]] for a in split_args(args)[0]
-                               if a.split("=")[0] in _MODES))
+    modes = modes_of(args)
     if len(modes) > 1 and set(modes) != {"--cfg", "--multirun"}:
         fail(f"{' and '.join(modes)} cannot be combined: give one of them (e.g. "
              f"`python -m mnist_sweep {modes[-1]} ...` without {modes[0]}).")
@@ -118,16 +123,15 @@ def check_sweep_needs_multirun(args: list[str]) -> None:
     in one line saying so, exit code 2; two groups that each choose the sweeper too."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    flags, overrides = split_args(args)
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create().parse_overrides(split_args(args)[1])
     except Exception:  # left to Hydra, which explains a malformed override itself
         return
     sweepers = [o.input_line for o in parsed
                 if not o.is_delete() and o.key_or_group in SWEEPER_GROUPS]
     if len(sweepers) > 1:
         fail(f"{' and '.join(sweepers)} each choose the sweeper: give one of them.")
-    modes = {_MODES.get(f.split("=")[0]) for f in flags} - {None}
+    modes = modes_of(args)
     if "--multirun" in modes:
         return
     swept = [o for o in parsed if o.is_sweep_override()]
