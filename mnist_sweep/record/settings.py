@@ -42,6 +42,7 @@ def chooses_sweeper(override: str) -> bool:
     """Whether an override (`race=seeds`) picks the sweeper rather than a job's setting."""
     return override.split("=", 1)[0].lstrip("+~") in SWEEPER_GROUPS
 
+
 # HParams-tab name -> config key; `params` (trainable parameters) comes from the network.
 HPARAM_KEYS = {
     "head": "model.head", "separable": "model.separable", "filters": "model.filters",
