@@ -210,6 +210,33 @@ def test_the_same_command_again_launches_nothing_and_decides_the_same(race) -> N
     assert after == before
 
 
+def test_a_dry_run_shows_the_standing_and_the_next_round_and_writes_nothing(
+        race, tiny_root: Path, tmp_path: Path) -> None:
+    # a new race: its first round, every configuration on seeds 1 to min_seeds
+    sweep = tmp_path / "race"
+    dry = run_race([*race_args(tiny_root, sweep, "optim.lr=1e-9,0.01"), "--dry-run"],
+                   cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "0 finished run(s) of at most 8" in dry.stdout
+    rounds = re.findall(r"^job (\d+): run +(\S+) +\(new\)$", dry.stdout, re.MULTILINE)
+    assert [int(num) for num, _ in rounds] == list(range(6))
+    named = [[o for o in Path(folder).name.split("_", 1)[1].split(",")
+              if o.startswith(("seed=", "optim.lr="))] for _, folder in rounds]
+    assert sorted(named) == sorted([lr, f"seed={s}"] for s in (1, 2, 3)
+                                   for lr in (LEARNS, CANNOT))
+    assert "6 to run." in dry.stdout and "Launching jobs" not in dry.stdout + dry.stderr
+    assert not sweep.exists()
+    # a finished race: its standing and result, nothing to run, nothing touched
+    before = {p: p.stat().st_mtime_ns for p in race.sweep.rglob("*")}
+    dry = run_race([*race.args, "--dry-run"], cwd=race.cwd)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert f"  {LEARNS}: winner, 3 seeds, mean val/acc_best 100.00%" in dry.stdout
+    assert f"  {CANNOT}: dropped after seed 3 (p " in dry.stdout
+    assert f"The race is over: {LEARNS} beats {CANNOT} by" in dry.stdout
+    assert dry.stdout.rstrip().endswith("Nothing to run.")
+    assert {p: p.stat().st_mtime_ns for p in race.sweep.rglob("*")} == before
+
+
 def _running(sweep: Path) -> list[Path]:
     """The job folders whose status.json says `running` (written atomically)."""
     return [p.parent for p in sweep.glob("*_*/status.json")
@@ -268,6 +295,18 @@ def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
     stopped = {p.name: json.loads((p / "status.json").read_text()) for p in running}
     for name, status in stopped.items():
         assert status["status"] == "interrupted", (name, status)
+
+    # its dry run lists each stopped run under its own number, in its own folder, as
+    # interrupted (resumed from its checkpoint, or run again where it had none); it writes
+    # nothing
+    before = sorted(str(p) for p in sweep.rglob("*"))
+    dry = run_race([*args, "--dry-run"], cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    for name in stopped:
+        num = name.split("_")[0]
+        assert re.search(rf"^job {num}: (run|resume) +{re.escape(str(sweep / name))}  "
+                         rf"\(interrupted: ", dry.stdout, re.MULTILINE), dry.stdout
+    assert sorted(str(p) for p in sweep.rglob("*")) == before
 
     result = run_race(args, cwd=tmp_path)  # the same command, continuing the race
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

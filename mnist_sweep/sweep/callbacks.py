@@ -260,22 +260,27 @@ def abandon_sweep(sweep_dir: Path) -> None:
             break
 
 
+def is_race(config: DictConfig) -> bool:
+    return "RaceSweeper" in str(config.hydra.sweeper.get("_target_", ""))
+
+
 def failures_count(config: DictConfig) -> bool:
     """Whether a job that did not finish fails the command: in a grid and in a race (whose
     failed runs are not results), not in a search (failed trials are part of it)."""
-    return (expand_basic_sweep(config) is not None
-            or "RaceSweeper" in str(config.hydra.sweeper.get("_target_", "")))
+    return expand_basic_sweep(config) is not None or is_race(config)
 
 
 def dry_run_requested() -> bool:
     return os.environ.get(DRY_RUN_ENV) == "1"
 
 
-def plan_grid(config: DictConfig, jobs: list[list[str]], sweep_dir: Path) -> list[PlannedJob]:
-    """Compose, check and judge every job of a grid sweep before the first one starts."""
+def plan_grid(config: DictConfig, jobs: list[list[str]], sweep_dir: Path,
+              numbers: list[int] | None = None) -> list[PlannedJob]:
+    """Compose, check and judge every job of a grid sweep before the first one starts (a
+    race's next round passes its runs' job numbers; a grid's are 0, 1, 2, ...)."""
     loader = GlobalHydra.instance().config_loader()
     planned = []
-    for num, overrides in enumerate(jobs):
+    for num, overrides in zip(numbers or range(len(jobs)), jobs, strict=True):
         try:
             job_cfg = loader.load_sweep_config(config, overrides)
         except Exception as exc:  # e.g. an unknown group option in one sweep value
@@ -390,10 +395,10 @@ class SweepCallback(Callback):
     @staticmethod
     def _check_sweep(config: DictConfig, sweep_dir: Path) -> None:
         jobs = expand_basic_sweep(config)
-        if jobs is None:  # a search: its trials are decided while it runs
-            if dry_run_requested():
-                fail("--dry-run lists the jobs of a grid sweep; a search (or a race) "
-                     "decides its trials (runs) while it runs.")
+        if jobs is None:  # a search or a race: its runs are decided while it runs
+            if dry_run_requested() and not is_race(config):  # a race lists its next round
+                fail("--dry-run lists the jobs of a grid sweep or the next round of a race; "
+                     "a search decides its trials while it runs.")
             run_cfg = check_config(config)
             import copy
 
@@ -405,6 +410,8 @@ class SweepCallback(Callback):
                 [(num, job_folder(copy.deepcopy(config), num)) for num in (0, 1)], sweep_dir)
             if problems:  # the first says what to change; the probe's second job repeats it
                 fail(f"nothing was run or written: {problems[0]}")
+            if dry_run_requested():  # the race's sweeper prints its standing and next round
+                return
             fetch_missing_data(run_cfg)
             # the HParams experiment is written by the sweeper once its own settings passed
             # (describe_search), so a refused search leaves no file behind

@@ -415,14 +415,15 @@ class LiveViewCallback(Callback):
     in reverse order, so the view is stopped before the report is printed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mnist_sweep.sweep.callbacks import expand_basic_sweep
+        from mnist_sweep.sweep.callbacks import dry_run_requested, expand_basic_sweep, is_race
 
+        if dry_run_requested():  # a race's dry run prints its plan and trains nothing
+            return
         planned = expand_basic_sweep(config)
         trials = config.hydra.sweeper.get("n_trials")
-        racing = "RaceSweeper" in str(config.hydra.sweeper.get("_target_", ""))
         view = start_live_view(Path(str(config.hydra.sweep.dir)), planned,
                                int(trials) if isinstance(trials, int) else None,
-                               [str(o) for o in config.hydra.overrides.task], racing)
+                               [str(o) for o in config.hydra.overrides.task], is_race(config))
         if view.terminal:
             os.environ[LIVE_PID_ENV] = str(os.getpid())
 

@@ -44,7 +44,7 @@ class Race:
         self.configs, self.run_cfgs = configs, run_cfgs
         self.settings, self.metric = settings, metric
         self.by_name = {c.name: c for c in configs}
-        cfg = config
+        self.config = cfg = config
         self.sweep_dir = Path(str(cfg.hydra.sweep.dir))
         # job folders are found back by their leading number (the default subdir's)
         probe = job_folder(copy.deepcopy(cfg), 7)
@@ -88,6 +88,11 @@ class Race:
                 out[name][seed] = None
         return out
 
+    def most_runs(self) -> int:
+        """The fixed design's runs (every configuration to max_seeds), or max_runs."""
+        fixed = len(self.configs) * self.settings.max_seeds
+        return min(fixed, self.settings.max_runs or fixed)
+
     def replay(self) -> RaceState:
         return adapt.race(self.results(), self.settings)
 
@@ -104,8 +109,7 @@ class Race:
         for run_cfg in sources.values():  # once for the race, not by every job
             fetch_missing_data(run_cfg, for_sweep=True)
         describe_in_tensorboard(self.sweep_dir, self.run_cfgs)
-        fixed = len(self.configs) * self.settings.max_seeds
-        self.set_num_jobs(min(fixed, self.settings.max_runs or fixed))
+        self.set_num_jobs(self.most_runs())
         finished = sum(r.result for r in self.runs.values())
         log.info("race of %d configurations on %s: %s; %d finished run(s) found in %s",
                  len(self.configs), self.metric, adapt.describe_settings(self.settings),
@@ -158,13 +162,11 @@ class Race:
         todo = []
         for pair in pairs:
             self.attempts[pair] = self.attempts.get(pair, 0) + 1
-        for name, seed in pairs:
-            run = self.runs.get((name, seed))
-            if run is None:
-                run = RaceRun(name, seed, self.next_num, Path())
-                self.next_num += 1
-                self.runs[(name, seed)] = run
-            todo.append(run)
+        for (name, seed), num in zip(pairs, self.numbers(pairs), strict=True):
+            if (name, seed) not in self.runs:
+                self.runs[(name, seed)] = RaceRun(name, seed, num, Path())
+                self.next_num = num + 1
+            todo.append(self.runs[(name, seed)])
         todo.sort(key=lambda r: r.num)
         groups: list[list[RaceRun]] = []
         for run in todo:
@@ -186,6 +188,39 @@ class Race:
                 if ret.hydra_cfg is not None:
                     run.folder = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
         self.refresh(todo)
+
+    def numbers(self, pairs: list[tuple[str, int]]) -> list[int]:
+        """The job number of each run: its folder's, or the next free ones in order."""
+        numbers, free = [], self.next_num
+        for pair in pairs:
+            run = self.runs.get(pair)
+            numbers.append(free if run is None else run.num)
+            free += run is None
+        return numbers
+
+    def plan(self) -> tuple[str, bool]:
+        """What the command would do (`--dry-run`): the standing its finished runs give and
+        the next round's runs, each with its folder's verdict as a grid's dry run lists it;
+        and whether a problem would stop it. Later rounds depend on this one's results."""
+        from mnist_sweep.sweep.callbacks import plan_grid
+        from mnist_sweep.sweep.plan import format_plan, refusals
+
+        state = self.replay()
+        finished = sum(r.result for r in self.runs.values())
+        lines = [f"race of {len(self.configs)} configurations on {self.metric} "
+                 f"({adapt.describe_settings(self.settings)}) in {self.sweep_dir}: "
+                 f"{finished} finished run(s) of at most {self.most_runs()}",
+                 *(f"  {line}" for line in adapt.config_lines(state, self.metric))]
+        pairs = [] if state.over else state.next_runs()
+        if not pairs:
+            lines.append(f"The race is over: {state.result()}. Nothing to run.")
+            return "\n".join(lines), False
+        planned = plan_grid(self.config,
+                            [self.by_name[name].run_overrides(seed) for name, seed in pairs],
+                            self.sweep_dir, self.numbers(pairs))
+        lines += ["", f"next round, {len(pairs)} run(s):", format_plan(planned, self.sweep_dir),
+                  "Later rounds depend on this round's results."]
+        return "\n".join(lines), bool(refusals(planned, self.sweep_dir))
 
     def refresh(self, runs: list[RaceRun] | None = None) -> None:
         """Read runs back from their folders; a run launched without a known folder (the

@@ -43,9 +43,6 @@ class RaceSweeper(ProjectSweeper):
         )
         from mnist_sweep.sweep.race.run import Race, race_settings
 
-        if dry_run_requested():  # on_multirun_start refuses it first; kept for safety
-            raise RaceError("--dry-run lists the jobs of a grid sweep; a race decides its "
-                            "runs while it runs.")
         if self.metric not in METRICS:
             raise RaceError(f"hydra.sweeper.metric={self.metric} is not valid: expected one of "
                             f"{' | '.join(METRICS)} (a race keeps the configurations with the "
@@ -53,5 +50,10 @@ class RaceSweeper(ProjectSweeper):
         settings = race_settings(self.settings_given)
         configs = configurations(arguments)
         run_cfgs = check_configurations(configs, str(self.metric), self.compose)
-        return Race(self.launcher.launch, self.config, configs, run_cfgs, settings,
+        race = Race(self.launcher.launch, self.config, configs, run_cfgs, settings,
                     str(self.metric), self.set_num_jobs)
+        if dry_run_requested():  # the standing and the next round; nothing is written
+            text, stopped = race.plan()
+            print(text)
+            raise SystemExit(2 if stopped else 0)
+        return race
