@@ -27,8 +27,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from mnist_sweep.job.signals import descendants
+from mnist_sweep.job.signals import NUM_JOBS_ENV, descendants
 from mnist_sweep.report.race_section import RACE_FILE, race_markdown
+from mnist_sweep.sweep.live import JobState, SweepWatcher
 from mnist_sweep.sweep.race.adapt import check_budget, make_settings
 from mnist_sweep.sweep.race.configs import RaceError, configurations
 from mnist_sweep.sweep.race.runs import Matcher
@@ -187,7 +188,7 @@ def test_the_live_lines_count_jobs_as_the_job_lines_do(race) -> None:
 
 
 def test_the_live_view_shows_each_configurations_race_status(race) -> None:
-    from mnist_sweep.sweep.live import SweepWatcher, render
+    from mnist_sweep.sweep.live import render
 
     console = Console(file=StringIO(), width=200)
     watcher = SweepWatcher(race.sweep)
@@ -208,6 +209,23 @@ def test_the_same_command_again_launches_nothing_and_decides_the_same(race) -> N
     before, after = json.loads(race.text), read_race(race.sweep)
     before.pop("updated"), after.pop("updated")
     assert after == before
+
+
+def test_the_time_left_in_a_round_counts_its_runs_not_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # round 2 of a race: jobs 4 and 5 train (5 of 20 epochs done, 30 s each), jobs 6 and 7
+    # have no folder yet; two at a time, the round needs (15 + 15 + 20 + 20) x 30 s / 2
+    monkeypatch.delenv(NUM_JOBS_ENV, raising=False)  # as in `mnist-sweep watch`: race.json
+    (tmp_path / RACE_FILE).write_text(json.dumps(
+        {"configurations": [], "runs_most": 16, "round_jobs": [4, 5, 6, 7]}))
+    watcher = SweepWatcher(tmp_path, racing=True)
+    states = [JobState(num, f"{num}_head=gap,seed=4", "", "running", epoch=5, max_epochs=20,
+                       sec_per_epoch=30.0) for num in (4, 5)]
+    assert watcher.round_unseen(states) == [6, 7]
+    assert watcher.time_left(states) == (15 + 15 + 20 + 20) * 30.0 / 2
+    assert watcher.summary(states).startswith(
+        "0 of at most 16 jobs finished, 2 running, 2 more in this round; ")
+    assert watcher.summary(states).endswith("about 0:17:30 left in this round")
 
 
 def test_a_dry_run_shows_the_standing_and_the_next_round_and_writes_nothing(
@@ -250,7 +268,7 @@ def _freeze(pids: list[int], sig: int) -> None:
 
 
 def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
-        race, tiny_root: Path, tmp_path: Path) -> None:
+        race, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM to the race's process while a job trains: the job records itself
     interrupted, race.json stays whole, and the same command relaunches that run in its own
     folder and ends with the decisions of the uninterrupted race (the fixture's command)."""
@@ -259,6 +277,7 @@ def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / ".cache"), "HYDRA_FULL_ERROR": "",
            "MPLCONFIGDIR": MPL_CONFIG_DIR}
     env.pop("MNIST_SWEEP_DATA", None)
+    started = time.time() - 1  # the race's command starts after this (1 s records)
     proc = subprocess.Popen([sys.executable, "-m", "mnist_sweep", *args], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -279,6 +298,18 @@ def test_sigterm_leaves_the_race_consistent_and_the_same_command_continues_it(
                 _freeze(workers, signal.SIGCONT)
             time.sleep(0.05)
         assert running, "no job of the race was seen running"
+        # race.json names the round's jobs before it is launched, so a live view counts
+        # the runs of the round that have not started yet
+        assert read_race(sweep)["round_jobs"] == list(range(6))
+        monkeypatch.delenv(NUM_JOBS_ENV, raising=False)  # the bound read from race.json
+        watcher = SweepWatcher(sweep, racing=True)  # as `mnist-sweep watch` makes it
+        watcher.started = started
+        states = watcher.states()
+        counts = {s: sum(j.status == s for j in states) for s in ("finished", "running")}
+        assert counts["running"] >= 1, [(j.name, j.status) for j in states]
+        assert (f"{counts['finished']} of at most 8 jobs finished, {counts['running']} running, "
+                f"{6 - counts['finished'] - counts['running']} more in this round; "
+                in watcher.summary(states))
         os.kill(proc.pid, signal.SIGTERM)  # the race's process passes it on to its workers
         proc.wait(timeout=60)
     finally:

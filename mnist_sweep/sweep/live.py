@@ -43,6 +43,7 @@ from mnist_sweep.record.status import (
     read_record,
     sec_per_epoch,
 )
+from mnist_sweep.report.race_section import read_race_or_none
 from mnist_sweep.sweep.refusals import REFUSED, refused_jobs
 
 WAITING, DAMAGED = "waiting", "damaged"
@@ -210,14 +211,29 @@ class SweepWatcher:
                 todo = (s.max_epochs or planned_epochs) - s.epoch
                 work += max(todo, 0) * (s.sec_per_epoch or typical)
         unseen = (self.total or 0) - len(states)  # trials of a search not started yet
+        if self.racing:  # the runs of the race's round not started yet
+            unseen = len(self.round_unseen(states))
         work += max(unseen, 0) * planned_epochs * typical
         running = sum(s.status == RUNNING for s in states)
         return work / max(running, 1)
 
     def race_bound(self) -> int | None:
-        """The most jobs a race may run, as its sweeper gave the job lines (same process)."""
-        bound = os.environ.get(NUM_JOBS_ENV, "") if self.racing else ""
-        return int(bound) if bound.isdigit() else None
+        """The most jobs a race may run: as its sweeper gave the job lines (same process),
+        else as race.json records it (`mnist-sweep watch`)."""
+        if not self.racing:
+            return None
+        bound = os.environ.get(NUM_JOBS_ENV, "")
+        if bound.isdigit():
+            return int(bound)
+        most = (read_race_or_none(self.sweep_dir) or {}).get("runs_most")
+        return most if isinstance(most, int) else None
+
+    def round_unseen(self, states: list[JobState]) -> list[int]:
+        """The job numbers of the race's current round that have no folder yet: the
+        launcher has not started them (race.json names the round's jobs)."""
+        jobs = (read_race_or_none(self.sweep_dir) or {}).get("round_jobs") or []
+        seen = {s.num for s in states}
+        return [num for num in jobs if isinstance(num, int) and num not in seen]
 
     def job_count(self, states: list[JobState]) -> int:
         """The N of `[job k of N]`: the plan's, a search's trials, a race's bound, else the
@@ -238,7 +254,10 @@ class SweepWatcher:
         others = "".join(f", {n} {status}" for status, n in sorted(counts.items()))
         if bound:  # how many more rounds a race takes is not known: this round's time
             left = self.time_left(states) if running else 0
-            return (f"{finished} of at most {total} jobs finished{others}, {running} running; "
+            waiting = sum(s.status == WAITING for s in states) + len(self.round_unseen(states))
+            queued = f", {waiting} more in this round" if running and waiting else ""
+            return (f"{finished} of at most {total} jobs finished{others}, {running} running"
+                    f"{queued}; "
                     f"{fmt_duration(time.time() - self.started)} elapsed, "
                     f"about {fmt_duration(left)} left in this round")
         left = self.time_left(states) if running or sum(s.done for s in states) < total else 0

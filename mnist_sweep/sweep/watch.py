@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from mnist_sweep.locks import LOCK_FILE, FolderLocked, check_free
 from mnist_sweep.record.status import FINAL
+from mnist_sweep.report.race_section import RACE_FILE
 from mnist_sweep.sweep.live import JobState, LiveView, SweepWatcher
 
 SWEEP_CONFIG = "multirun.yaml"  # written by Hydra into the sweep folder when the sweep starts
@@ -51,7 +52,7 @@ def sweep_watcher(sweep_dir: Path) -> SweepWatcher:
     fixed = (OmegaConf.select(config, "hydra.overrides.task", default=[])
              if planned is not None else [])
     watcher = SweepWatcher(sweep_dir, planned, trials if isinstance(trials, int) else None,
-                           [str(o) for o in fixed])
+                           [str(o) for o in fixed], racing=(sweep_dir / RACE_FILE).is_file())
     # the jobs' records are read against the start of the sweep's command, not of this one:
     # a record older than that was left by an earlier command in the same folder
     watcher.started = config_file.stat().st_mtime

@@ -24,7 +24,10 @@ VERSION = 1
 
 def race_record(state: RaceState, configs: list[Configuration],
                 runs: dict[tuple[str, int], RaceRun], metric: str,
-                stop_note: str | None) -> dict[str, Any]:
+                stop_note: str | None, most_runs: int,
+                round_jobs: list[int]) -> dict[str, Any]:
+    """`round_jobs`: the job numbers of the round being launched (empty between rounds),
+    so that a live view knows the runs of the round that have not started yet."""
     configurations = []
     for config in configs:
         mine = sorted((r for (name, _), r in runs.items() if name == config.name),
@@ -52,6 +55,8 @@ def race_record(state: RaceState, configs: list[Configuration],
         "runs_launched": launched,
         "runs_counted": state.runs_used,
         "runs_fixed_design": state.runs_fixed,
+        "runs_most": most_runs,
+        "round_jobs": list(round_jobs),
         "configurations": configurations,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -72,6 +72,7 @@ class Race:
         self.next_num = found.next_num
         self.attempts: dict[tuple[str, int], int] = {}  # launches in this command
         self.rounds = 0
+        self.round_jobs: list[int] = []  # the job numbers of the round being launched
         self.stop_note: str | None = None
 
     # ---- state ------------------------------------------------------------------------
@@ -97,7 +98,8 @@ class Race:
         return adapt.race(self.results(), self.settings)
 
     def write(self, state: RaceState) -> Path:
-        record = race_record(state, self.configs, self.runs, self.metric, self.stop_note)
+        record = race_record(state, self.configs, self.runs, self.metric, self.stop_note,
+                             self.most_runs(), self.round_jobs)
         return write_race(self.sweep_dir, record)
 
     # ---- running ----------------------------------------------------------------------
@@ -129,12 +131,16 @@ class Race:
                 if not pairs:
                     break
                 self.rounds += 1
+                self.round_jobs = sorted(self.numbers(pairs))
+                self.write(state)  # the live view counts the round's runs not started yet
                 self.launch(pairs)
+                self.round_jobs = []
                 state = self.replay()
                 self.write(state)
                 self.log_state(state)
         except KeyboardInterrupt:
             self.refresh()
+            self.round_jobs = []
             self.write(self.replay())
             log.error("race interrupted. Run the same command with %s to continue it: its "
                       "finished runs count, its unfinished ones continue in their folders.",
