@@ -21,7 +21,7 @@ CHATTER = (
 )
 # A warning Lightning gives through Python's warnings wherever Slurm's `srun` is on PATH
 # and the run is not started by it (a `srun` of the test's own makes sure it is): off while
-# a job trains (job/quiet.py: srun_hint_off), since a job is never started by srun itself.
+# a job trains (job/quiet.py: hints_off), since a job is never started by srun itself.
 SRUN_WARNING = "The `srun` command is available on your system but is not used"
 
 
@@ -61,10 +61,10 @@ def test_warnings_are_still_shown() -> None:
     from lightning_fabric.utilities.rank_zero import rank_zero_warn
     from lightning_fabric.utilities.warnings import PossibleUserWarning
 
-    from mnist_sweep.job.quiet import quiet_lightning, srun_hint_off
+    from mnist_sweep.job.quiet import hints_off, quiet_lightning
 
     quiet_lightning()
-    with pytest.warns(PossibleUserWarning, match="still shown"), srun_hint_off():
+    with pytest.warns(PossibleUserWarning, match="still shown"), hints_off():
         rank_zero_warn("a warning of Lightning's is still shown", category=PossibleUserWarning)
 
 

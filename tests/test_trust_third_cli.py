@@ -314,7 +314,7 @@ def test_the_srun_hint_is_off_only_while_a_job_trains(tmp_path, monkeypatch) -> 
     from lightning_fabric.utilities.rank_zero import rank_zero_warn
     from lightning_fabric.utilities.warnings import PossibleUserWarning
 
-    from mnist_sweep.job.quiet import srun_hint_off
+    from mnist_sweep.job.quiet import hints_off
 
     monkeypatch.setenv("PATH", fake_srun(tmp_path / "bin"))
     for key in [k for k in os.environ if k.startswith("SLURM_")]:
@@ -323,7 +323,7 @@ def test_the_srun_hint_is_off_only_while_a_job_trains(tmp_path, monkeypatch) -> 
     with warnings.catch_warnings(record=True) as outside:
         warnings.simplefilter("always")
         assert not SLURMEnvironment.detect()
-        with srun_hint_off():
+        with hints_off():
             assert not SLURMEnvironment.detect()
             rank_zero_warn("another warning of Lightning's", category=PossibleUserWarning)
         assert not SLURMEnvironment.detect()

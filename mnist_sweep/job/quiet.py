@@ -39,24 +39,32 @@ def quiet_lightning(show_info: bool = False) -> None:
 # Lightning's Slurm detection (lightning_fabric/plugins/environments/slurm.py) on a machine
 # with Slurm installed, in a process that srun did not start
 SRUN_HINT = "The `srun` command is available on your system but is not used"
+# Warnings a job would give that are never the fix here (regular expressions, matched at
+# the start of the message): the srun hint above; ModelCheckpoint's note that the folder it
+# saves into is not empty, which on a resume is the job's own checkpoint folder; the note on
+# fewer batches than the logging interval (tiny data, e.g. the tests'); a deprecation inside
+# torch's pytree that Lightning triggers on recent torch releases.
+NOT_THE_FIX = (
+    re.escape(SRUN_HINT),
+    r"Checkpoint directory .* exists and is not empty",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r".*isinstance\(treespec, LeafSpec\)",
+)
 
 
 @contextlib.contextmanager
-def srun_hint_off() -> Iterator[None]:
-    """For the job's training: no "The `srun` command is available on your system but is not
-    used. HINT: ... prepend your python command with `srun`" warning.
+def hints_off() -> Iterator[None]:
+    """For the job's training: none of the warnings in NOT_THE_FIX.
 
     Lightning looks for Slurm whenever a Trainer starts and at every fit() and test() without
     a checkpoint, and on a machine with Slurm installed warns each time that the process was
     not started by srun. A job here trains on one device and is started by this command (or,
-    on Slurm, by the submitit launcher, through srun), so the hint is never the fix. The
-    warning is a PossibleUserWarning with that text, raised through `warnings`: it alone is
-    ignored, and only while the job trains (warnings.catch_warnings restores the filters
-    after); Lightning's other warnings still show.
+    on Slurm, by the submitit launcher, through srun), so the hint is never the fix; nor are
+    the others. They are ignored only while the job trains (warnings.catch_warnings restores
+    the filters after, so nothing process-wide stays behind); Lightning's other warnings
+    still show.
     """
-    from lightning_fabric.utilities.warnings import PossibleUserWarning
-
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=re.escape(SRUN_HINT),
-                                category=PossibleUserWarning)
+        for message in NOT_THE_FIX:
+            warnings.filterwarnings("ignore", message=message)
         yield

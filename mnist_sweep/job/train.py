@@ -21,7 +21,6 @@ import errno
 import logging
 import math
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,7 @@ from mnist_sweep.job.hparams import hparams_of, write_session_end, write_session
 from mnist_sweep.job.module import CNNClassifier
 from mnist_sweep.job.predictions import write_predictions
 from mnist_sweep.job.pruning import TrialPruned, trial_pruning
-from mnist_sweep.job.quiet import quiet_lightning, srun_hint_off
+from mnist_sweep.job.quiet import hints_off, quiet_lightning
 from mnist_sweep.job.signals import (
     install_stop_handlers,
     restore_stop_handlers,
@@ -93,9 +92,6 @@ from mnist_sweep.record.status import (
 )
 
 log = logging.getLogger(__name__)
-# Noise from Lightning's internals on recent torch releases; nothing a user can act on.
-warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 class JobInterrupted(SystemExit):
@@ -479,7 +475,7 @@ def run_job(cfg: DictConfig, job_dir: Path, job_num: int | None = None,
     try:
         write_status(job_dir, RUNNING, signature=job_signature(run_cfg), error=None)
         placement = place_job(run_cfg, job_num, job_dir.parent if multirun else None)
-        with srun_hint_off():  # job/quiet.py
+        with hints_off():  # job/quiet.py: warnings that are never the fix here
             metrics = train_job(run_cfg, job_dir, job_num, resume=verdict.action == RESUME,
                                 placement=placement)
         write_status(job_dir, FINISHED, metrics=metrics, error=None)
