@@ -159,6 +159,13 @@ def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(
         assert second.returncode == 2, second.stderr[-2000:]
         assert f"is in use by pid {first.pid} on " in second.stderr
         assert "started 20" in second.stderr
+        # its dry run says so first, instead of listing the jobs as if they could run
+        dry = run_in_process([*args, "--dry-run"], cwd=tmp_path)
+        assert dry.returncode == 2, dry.stdout[-2000:]
+        problems = dry.stdout.split("would stop this command:\n", 1)[1].splitlines()
+        assert problems[0].startswith(
+            f"  - {(tmp_path / 'sweep').resolve()} is in use by pid {first.pid} on ")
+        assert problems[0].endswith("or choose another folder for this sweep.")
         # a single run into a job folder of the running sweep is refused too
         (job,) = jobs_of(tmp_path / "sweep")
         single = run_in_process([f"data.root={tiny_root}", *SLOW, f"hydra.run.dir='{job}'"],

@@ -105,6 +105,10 @@ def refusals(jobs: list[PlannedJob], sweep_dir: Path | None) -> list[str]:
     """Every reason not to start, one line each (empty when the command may run)."""
     lines = [job.verdict.detail for job in jobs if job.verdict.action == REFUSE]
     if sweep_dir is not None:
+        try:  # another command's sweep (a dry run takes no lock; a real one holds it here)
+            check_free(Path(sweep_dir), "sweep")
+        except FolderLocked as exc:
+            lines.insert(0, str(exc))
         lines += misplaced_jobs(jobs, sweep_dir)
         lines += foreign_jobs(sweep_dir, jobs).values()
     return lines
