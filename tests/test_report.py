@@ -401,6 +401,17 @@ def test_a_search_s_long_labels_stay_inside_the_plots(single_run: Path) -> None:
         assert chart.y0 > box.y1  # below the chart, not on it
 
 
+def test_a_configuration_of_many_seeds_has_a_short_legend_entry(single_run: Path) -> None:
+    # two configurations raced to 30 seeds: jobs 0, 2, ..., 58 and 1, 3, ..., 59
+    run = read_folder(single_run)[0]
+    runs = [replace(run, job=f"{i}_run") for i in range(60)]
+    labels = [f"head={('gmp', 'gap')[i % 2]} seed={i // 2 + 1}" for i in range(60)]
+    texts = [t.get_text() for t in val_acc_figure(runs, labels).legends[0].get_texts()]
+    assert sorted(texts) == [
+        "0,2,...,58: head=gmp (mean of 30 seeds, band min to max)",
+        "1,3,...,59: head=gap (mean of 30 seeds, band min to max)"]
+
+
 def damaged_copy(heads_seeds_sweep, tmp_path: Path) -> tuple[Path, str]:
     """A copy of the shared sweep: damage is done to the copy, never to the shared fixture."""
     sweep = tmp_path / "sweep"

@@ -38,6 +38,14 @@ def plot_label(label: str) -> str:
     return short_numbers(label)
 
 
+def legend_numbers(numbers: list[str]) -> str:
+    """A configuration's job numbers in its legend entry: up to four, else the first two and
+    the last (a race to 30 seeds would otherwise fill a line with them)."""
+    if len(numbers) <= 4:
+        return ",".join(numbers)
+    return f"{numbers[0]},{numbers[1]},...,{numbers[-1]}"
+
+
 def _figure_with_legend_below(entries: int):
     """A chart with room below it for a legend of `entries` lines."""
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any process
@@ -63,8 +71,8 @@ def val_acc_figure(runs: list[Run], labels: list[str]):
     for i, (label, members) in enumerate(drawn):
         epochs, mean, low, high = seed_band([r.val_curve for r in members])
         colour = f"C{i % 10}"
-        numbers = ",".join(sorted((job_label(r.job) for r in members),
-                                  key=lambda n: (len(n), n)))
+        numbers = legend_numbers(sorted((job_label(r.job) for r in members),
+                                        key=lambda n: (len(n), n)))
         name = plot_label(label)
         if len(members) > 1:
             seeds = f"mean of {len(members)} seeds, band min to max"
