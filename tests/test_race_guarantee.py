@@ -194,6 +194,12 @@ def test_budget_and_sentences():
     assert "seeds would settle it" in tied.result()
     capped = replay(_race(4, means=(99.0, 99.0, 99.0)), RaceSettings(max_runs=12))
     assert capped.reason == "budget" and capped.runs_used == 12
+    # more than two left: how far apart all of them are, then the two that lead
+    means = sorted((c.mean for c in capped.configs.values()), reverse=True)
+    lead, second = sorted(capped.configs, key=lambda n: -capped.configs[n].mean)[:2]
+    assert capped.result().startswith(
+        f"undecided after 4 seeds (3 left, {means[0] - means[-1]:.2f} points from first to "
+        f"last, {lead} leads {second}): the difference is below ")
 
 
 @pytest.mark.parametrize(("change", "names"), [

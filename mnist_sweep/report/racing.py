@@ -553,7 +553,9 @@ class RaceState:
             settle = ("no seed count would settle it (no spread)" if need is None else
                       f"more than {MAX_SEEDS_ESTIMATE:,} seeds would settle it"
                       if need > MAX_SEEDS_ESTIMATE else f"about {need} seeds would settle it")
-            among = "" if len(alive) == 2 else f" ({len(alive)} left, {lead} leads {second})"
+            among = "" if len(alive) == 2 else (
+                f" ({len(alive)} left, {alive[0].mean - alive[-1].mean:.2f} points from first "
+                f"to last, {lead} leads {second})")
             return f"undecided after {n} seeds{among}: the difference is {below}; {settle}"
         return (f"racing after {self.looks[-1].seeds} seeds: {len(alive)} of "
                 f"{len(self.configs)} left, {lead} leads {second} by {mean:.2f} points")
