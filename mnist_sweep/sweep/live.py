@@ -197,9 +197,12 @@ class SweepWatcher:
             s.pending = self._pending.get(s.num, "")
             s.note = s.pending or s.note
 
-    def time_left(self, states: list[JobState]) -> float | None:
+    def time_left(self, states: list[JobState], not_started: int | None = None
+                  ) -> float | None:
         """Seconds until the sweep ends, estimated from the epochs still to train and the
-        seconds per epoch seen so far, shared by the jobs running at once."""
+        seconds per epoch seen so far, shared by the jobs running at once. `not_started`:
+        the jobs without a folder yet, when the caller has counted them already (by default
+        a search's trials beyond those seen, a race's round's runs not started)."""
         speeds = [s.sec_per_epoch for s in states if s.sec_per_epoch]
         epochs = [s.max_epochs for s in states if s.max_epochs]
         if not speeds or not epochs:
@@ -210,10 +213,10 @@ class SweepWatcher:
             if not s.done:
                 todo = (s.max_epochs or planned_epochs) - s.epoch
                 work += max(todo, 0) * (s.sec_per_epoch or typical)
-        unseen = (self.total or 0) - len(states)  # trials of a search not started yet
-        if self.racing:  # the runs of the race's round not started yet
-            unseen = len(self.round_unseen(states))
-        work += max(unseen, 0) * planned_epochs * typical
+        if not_started is None:
+            not_started = (len(self.round_unseen(states)) if self.racing
+                           else (self.total or 0) - len(states))
+        work += max(not_started, 0) * planned_epochs * typical
         running = sum(s.status == RUNNING for s in states)
         return work / max(running, 1)
 
@@ -235,16 +238,16 @@ class SweepWatcher:
         seen = {s.num for s in states}
         return [num for num in jobs if isinstance(num, int) and num not in seen]
 
-    def job_count(self, states: list[JobState]) -> int:
-        """The N of `[job k of N]`: the plan's, a search's trials, a race's bound, else the
-        jobs seen so far."""
+    def job_count(self, states: list[JobState], bound: int | None = None) -> int:
+        """The N of `[job k of N]`: the plan's, a search's trials, a race's bound (`bound`
+        when the caller has read it already), else the jobs seen so far."""
         if self.total is not None:
             return self.total
-        return self.race_bound() or len(states)
+        return bound or self.race_bound() or len(states)
 
     def summary(self, states: list[JobState]) -> str:
-        total = self.job_count(states)
-        bound = self.race_bound() is not None and self.total is None
+        bound = self.race_bound() if self.total is None else None
+        total = self.job_count(states, bound)
         counts: dict[str, int] = {}
         for s in states:
             if s.done and s.status != FINISHED:
@@ -252,9 +255,10 @@ class SweepWatcher:
         finished = sum(s.status == FINISHED for s in states)
         running = sum(s.status == RUNNING for s in states)
         others = "".join(f", {n} {status}" for status, n in sorted(counts.items()))
-        if bound:  # how many more rounds a race takes is not known: this round's time
-            left = self.time_left(states) if running else 0
-            waiting = sum(s.status == WAITING for s in states) + len(self.round_unseen(states))
+        if bound is not None:  # a race's rounds are not known ahead: this round's time
+            unseen = len(self.round_unseen(states))
+            left = self.time_left(states, unseen) if running else 0
+            waiting = sum(s.status == WAITING for s in states) + unseen
             queued = f", {waiting} more in this round" if running and waiting else ""
             return (f"{finished} of at most {total} jobs finished{others}, {running} running"
                     f"{queued}; "
