@@ -204,29 +204,27 @@ class Race:
             free += run is None
         return numbers
 
-    def plan(self) -> tuple[str, bool]:
-        """What the command would do (`--dry-run`): the standing its finished runs give and
-        the next round's runs, each with its folder's verdict as a grid's dry run lists it;
-        and whether a problem would stop it. Later rounds depend on this one's results."""
-        from mnist_sweep.sweep.callbacks import plan_grid
-        from mnist_sweep.sweep.plan import format_plan, refusals
+    def dry_run(self) -> None:
+        """`--dry-run`: print the standing the finished runs give, then the next round's
+        runs, each with its folder's verdict, and end the command as a grid's dry run does
+        (exit code 2 when a problem would stop it). Nothing is written."""
+        from mnist_sweep.sweep.callbacks import plan_grid, stop_or_go
 
         state = self.replay()
         finished = sum(r.result for r in self.runs.values())
-        lines = [f"race of {len(self.configs)} configurations on {self.metric} "
-                 f"({adapt.describe_settings(self.settings)}) in {self.sweep_dir}: "
-                 f"{finished} finished run(s) of at most {self.most_runs()}",
-                 *(f"  {line}" for line in adapt.config_lines(state, self.metric))]
+        print(f"race of {len(self.configs)} configurations on {self.metric} "
+              f"({adapt.describe_settings(self.settings)}) in {self.sweep_dir}: "
+              f"{finished} finished run(s) of at most {self.most_runs()}")
+        for line in adapt.config_lines(state, self.metric):
+            print(f"  {line}")
         pairs = [] if state.over else state.next_runs()
         if not pairs:
-            lines.append(f"The race is over: {state.result()}. Nothing to run.")
-            return "\n".join(lines), False
-        planned = plan_grid(self.config,
-                            [self.by_name[name].run_overrides(seed) for name, seed in pairs],
-                            self.sweep_dir, self.numbers(pairs))
-        lines += ["", f"next round, {len(pairs)} run(s):", format_plan(planned, self.sweep_dir),
-                  "Later rounds depend on this round's results."]
-        return "\n".join(lines), bool(refusals(planned, self.sweep_dir))
+            print(f"The race is over: {state.result()}. Nothing to run.")
+            raise SystemExit(0)
+        print(f"\nnext round, {len(pairs)} run(s) (later rounds depend on its results):")
+        stop_or_go(plan_grid(self.config, [self.by_name[name].run_overrides(seed)
+                                           for name, seed in pairs],
+                             self.sweep_dir, self.numbers(pairs)), self.sweep_dir)
 
     def refresh(self, runs: list[RaceRun] | None = None) -> None:
         """Read runs back from their folders; a run launched without a known folder (the

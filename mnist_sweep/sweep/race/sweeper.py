@@ -53,7 +53,5 @@ class RaceSweeper(ProjectSweeper):
         race = Race(self.launcher.launch, self.config, configs, run_cfgs, settings,
                     str(self.metric), self.set_num_jobs)
         if dry_run_requested():  # the standing and the next round; nothing is written
-            text, stopped = race.plan()
-            print(text)
-            raise SystemExit(2 if stopped else 0)
+            race.dry_run()
         return race
