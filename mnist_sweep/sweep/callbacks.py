@@ -296,10 +296,10 @@ def plan_grid(config: DictConfig, jobs: list[list[str]], sweep_dir: Path,
 
 def stop_or_go(planned: list[PlannedJob], sweep_dir: Path | None) -> None:
     """Print the plan and exit for a dry run; refuse the command when any job must be."""
-    if dry_run_requested():
-        print(format_plan(planned, sweep_dir))
-        raise SystemExit(2 if refusals(planned, sweep_dir) else 0)
     problems = refusals(planned, sweep_dir)
+    if dry_run_requested():
+        print(format_plan(planned, problems))
+        raise SystemExit(2 if problems else 0)
     if problems:
         fail("nothing was run or written:\n  - " + "\n  - ".join(problems))
 

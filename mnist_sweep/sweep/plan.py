@@ -121,15 +121,15 @@ def refuse_if_locked(job: PlannedJob) -> None:
         job.verdict = Verdict(REFUSE, problem)
 
 
-def format_plan(jobs: list[PlannedJob], sweep_dir: Path | None) -> str:
-    """The dry run's listing: one line per job with its folder and what would happen."""
+def format_plan(jobs: list[PlannedJob], problems: list[str]) -> str:
+    """The dry run's listing: one line per job with its folder and what would happen, then
+    the problems (`refusals`) that would stop the command."""
     width = max((len(job.verdict.action) for job in jobs), default=6)
     lines = []
     for job in jobs:
         label = "run" if job.num is None else f"job {job.num}"
         lines.append(f"{label}: {job.verdict.action:<{width}}  {job.folder}  "
                      f"({job.verdict.detail if job.verdict.action != REFUSE else 'see below'})")
-    problems = refusals(jobs, sweep_dir)
     if problems:
         lines += ["", f"{len(problems)} problem(s) would stop this command:"]
         lines += [f"  - {p}" for p in problems]
